@@ -1,0 +1,121 @@
+"""The HTTP app: ``POST /mcp`` (stateless JSON, both protocol eras), ``/healthz`` and ``/readyz``.
+
+The lifespan owns the per-worker resources: the SDK's session manager and the cart store's
+Redis pool, closed when the worker stops.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
+from mcp.server.transport_security import TransportSecuritySettings
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Mount, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from service.carts import CartStorageError, CartStore
+from service.catalog import load_catalog
+from service.config import Settings
+from service.logs import configure_logging
+from service.tools import Shop, create_server
+
+logger = logging.getLogger(__name__)
+
+MCP_PATH = "/mcp"
+READY_TIMEOUT_SECONDS = 1.0
+
+
+class McpEndpointGuard:
+    """What the SDK does not do for a stateless JSON server: 405 on GET, and no ``Accept`` = JSON."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].rstrip("/") == MCP_PATH:
+            if scope["method"] == "GET":
+                # A stateless GET would hold an SSE stream open forever; there is nothing to stream.
+                response = JSONResponse(
+                    {"error": "GET is not served here: POST JSON-RPC messages to /mcp"},
+                    status_code=405,
+                    headers={"Allow": "POST"},
+                )
+                await response(scope, receive, send)
+                return
+            headers = scope["headers"]
+            if not any(name == b"accept" for name, _ in headers):
+                scope = {**scope, "headers": [*headers, (b"accept", b"application/json")]}
+        await self.app(scope, receive, send)
+
+
+def transport_security(settings: Settings) -> TransportSecuritySettings:
+    """``WEFT_ALLOWED_HOSTS``: hosts (any port unless one is given) the Host/Origin headers may name; ``*`` = any."""
+    if "*" in settings.allowed_hosts:
+        return TransportSecuritySettings(enable_dns_rebinding_protection=False)
+    hosts: list[str] = []
+    for host in settings.allowed_hosts:
+        has_port = host.rsplit("]", 1)[-1].count(":") == 1
+        hosts += [host] if has_port else [host, f"{host}:*"]
+    origins = [f"{scheme}://{host}" for host in hosts for scheme in ("http", "https")]
+    return TransportSecuritySettings(enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins)
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    """Build one worker's app; uvicorn calls this in every worker process (``factory=True``)."""
+    settings = settings or Settings()
+    configure_logging(settings.log_level)
+    catalog = load_catalog(settings.stores_dir)
+    carts = CartStore.connect(
+        settings.redis_url,
+        key_prefix=settings.key_prefix,
+        ttl_seconds=settings.cart_ttl_seconds,
+        max_quantity=settings.max_quantity,
+        max_lines=settings.max_cart_lines,
+    )
+    server = create_server(Shop(catalog=catalog, carts=carts, settings=settings))
+    mcp_app = server.streamable_http_app(
+        streamable_http_path=MCP_PATH,
+        json_response=True,
+        stateless_http=True,
+        transport_security=transport_security(settings),
+        host=settings.host,
+    )
+
+    async def healthz(request: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> JSONResponse:
+        try:
+            with anyio.fail_after(READY_TIMEOUT_SECONDS):
+                await carts.ping()
+        except (CartStorageError, TimeoutError):
+            reason = f"cart storage ({carts.backend}) did not answer a ping within {READY_TIMEOUT_SECONDS:g} s"
+            return JSONResponse({"status": "unavailable", "reason": reason}, status_code=503)
+        return JSONResponse({"status": "ready", "storage": carts.backend})
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with server.session_manager.run():
+            try:
+                await carts.ping()
+                logger.info("Cart storage ready: %s", carts.backend)
+            except CartStorageError:
+                logger.warning("Cart storage (%s) is not answering yet; /readyz says 503 until it does", carts.backend)
+            try:
+                yield
+            finally:
+                await carts.aclose()
+
+    return Starlette(
+        routes=[
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+            Mount("/", app=McpEndpointGuard(mcp_app)),
+        ],
+        lifespan=lifespan,
+    )

@@ -1,0 +1,254 @@
+"""The cart store: one Redis hash per conversation, changed only by Lua scripts.
+
+Layout (DESIGN.md): ``<prefix>:cart:{<session-key>}`` is a HASH with one field per line,
+``<product_id>`` -> ``{"qty":2,"name":"…","price":"24.40"}``, plus ``_last_accessed``.
+Every cart call is one round trip: a script registered once and called by SHA does the
+read-modify-write, the ``_last_accessed`` stamp and the sliding TTL atomically, so two
+workers adding to one cart at once lose nothing. A cart with no lines has no key.
+
+The same class serves the embedded store (fakeredis in this process) and a real Redis.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import redis.asyncio as redis
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+from redis.retry import Retry
+
+logger = logging.getLogger(__name__)
+
+LAST_ACCESSED_FIELD = "_last_accessed"
+SCAN_COUNT = 1000
+CONNECT_TIMEOUT_SECONDS = 1.0
+SOCKET_TIMEOUT_SECONDS = 1.5
+
+
+class CartStorageError(RuntimeError):
+    """Redis did not answer (in time); the caller should retry later."""
+
+
+class CartRejected(ValueError):
+    """The change breaks a cart rule; nothing was written."""
+
+    def __init__(self, reason: str, current: int) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.current = current
+
+
+@dataclass(frozen=True, slots=True)
+class CartLine:
+    product_id: str
+    quantity: int
+    name: str
+    price: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class Cart:
+    lines: tuple[CartLine, ...]
+    last_accessed: int | None
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.lines
+
+
+EMPTY_CART = Cart(lines=(), last_accessed=None)
+
+
+def line_value_tail(name: str, price: Decimal) -> str:
+    """The part of a line's JSON after the quantity; the script prepends ``{"qty":N,``."""
+    return json.dumps({"name": name, "price": f"{price:.2f}"}, ensure_ascii=False, separators=(",", ":"))[1:]
+
+
+class CartStore:
+    """Carts over the Redis protocol; each public coroutine is one script call (or one DEL)."""
+
+    # Shared Lua: stamp the access, slide the TTL, return the whole cart.
+    _TOUCH = """
+local function touch(key, now, ttl)
+  redis.call('HSET', key, '_last_accessed', now)
+  if ttl > 0 then redis.call('EXPIRE', key, ttl) end
+  return redis.call('HGETALL', key)
+end
+local function line_count(key)
+  return redis.call('HLEN', key) - redis.call('HEXISTS', key, '_last_accessed')
+end
+local function quantity_of(value)
+  return tonumber(string.match(value, '^{"qty":(%d+)')) or 0
+end
+"""
+
+    # KEYS[1] cart; ARGV: product_id, delta, value tail, max quantity, max lines, ttl, now
+    ADD_SCRIPT = _TOUCH + """
+local key, field, delta = KEYS[1], ARGV[1], tonumber(ARGV[2])
+local max_quantity, max_lines = tonumber(ARGV[4]), tonumber(ARGV[5])
+local current = redis.call('HGET', key, field)
+local quantity = delta
+if current then
+  quantity = quantity_of(current) + delta
+  if quantity > max_quantity then return {'quantity_limit', quantity - delta} end
+else
+  local lines = line_count(key)
+  if lines >= max_lines then return {'line_limit', lines} end
+  if quantity > max_quantity then return {'quantity_limit', 0} end
+end
+redis.call('HSET', key, field, '{"qty":' .. quantity .. ',' .. ARGV[3])
+return {'ok', touch(key, ARGV[7], tonumber(ARGV[6]))}
+"""
+
+    # KEYS[1] cart; ARGV: product_id, quantity (0 removes), ttl, now
+    SET_QUANTITY_SCRIPT = _TOUCH + """
+local key, field, quantity = KEYS[1], ARGV[1], tonumber(ARGV[2])
+local current = redis.call('HGET', key, field)
+if not current then return {'not_in_cart', 0} end
+if quantity == 0 then
+  redis.call('HDEL', key, field)
+  if line_count(key) == 0 then
+    redis.call('DEL', key)
+    return {'ok', {}}
+  end
+else
+  redis.call('HSET', key, field, (string.gsub(current, '^{"qty":%d+', '{"qty":' .. quantity, 1)))
+end
+return {'ok', touch(key, ARGV[4], tonumber(ARGV[3]))}
+"""
+
+    # KEYS[1] cart; ARGV: ttl, now. Reading an empty cart writes nothing.
+    VIEW_SCRIPT = _TOUCH + """
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'ok', {}} end
+return {'ok', touch(KEYS[1], ARGV[2], tonumber(ARGV[1]))}
+"""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        backend: str,
+        key_prefix: str = "weft",
+        ttl_seconds: int = 0,
+        max_quantity: int = 99,
+        max_lines: int = 100,
+    ) -> None:
+        self.client = client
+        self.backend = backend
+        self.key_prefix = key_prefix
+        self.ttl_seconds = ttl_seconds
+        self.max_quantity = max_quantity
+        self.max_lines = max_lines
+        self._add = client.register_script(self.ADD_SCRIPT)
+        self._set_quantity = client.register_script(self.SET_QUANTITY_SCRIPT)
+        self._view = client.register_script(self.VIEW_SCRIPT)
+
+    @classmethod
+    def connect(cls, redis_url: str | None, **options: Any) -> CartStore:
+        """A store on ``redis_url``, or on an in-process fakeredis when it is ``None``."""
+        if redis_url is None:
+            import fakeredis
+
+            return cls(fakeredis.FakeAsyncRedis(decode_responses=True), backend="embedded", **options)
+        client = redis.Redis.from_url(
+            redis_url,
+            decode_responses=True,
+            socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
+            socket_timeout=SOCKET_TIMEOUT_SECONDS,
+            # No blind retries: a timed-out script may have run, and running it again would add twice.
+            retry=Retry(NoBackoff(), 0),
+            health_check_interval=30,
+        )
+        return cls(client, backend="redis", **options)
+
+    def cart_key(self, session_key: str) -> str:
+        return f"{self.key_prefix}:cart:{{{session_key}}}"
+
+    @property
+    def cart_pattern(self) -> str:
+        return f"{self.key_prefix}:cart:*"
+
+    async def view(self, session_key: str) -> Cart:
+        return await self._run(self._view, session_key, self.ttl_seconds, _now())
+
+    async def add(self, session_key: str, product_id: str, quantity: int, name: str, price: Decimal) -> Cart:
+        """Add ``quantity`` to the line, creating it (with name and price) when new."""
+        tail = line_value_tail(name, price)
+        return await self._run(
+            self._add, session_key, product_id, quantity, tail, self.max_quantity, self.max_lines,
+            self.ttl_seconds, _now(),
+        )  # fmt: skip
+
+    async def set_quantity(self, session_key: str, product_id: str, quantity: int) -> Cart:
+        """Set an existing line's quantity; 0 removes the line (and the key with the last one)."""
+        return await self._run(self._set_quantity, session_key, product_id, quantity, self.ttl_seconds, _now())
+
+    async def remove(self, session_key: str, product_id: str) -> Cart:
+        return await self.set_quantity(session_key, product_id, 0)
+
+    async def clear(self, session_key: str) -> Cart:
+        try:
+            await self.client.delete(self.cart_key(session_key))
+        except RedisError as exc:
+            raise _storage_error(exc) from exc
+        return EMPTY_CART
+
+    async def count_carts(self) -> int:
+        """Carts that exist, counted with ``SCAN MATCH <prefix>:cart:* COUNT 1000`` (never KEYS)."""
+        try:
+            count = 0
+            async for _ in self.client.scan_iter(match=self.cart_pattern, count=SCAN_COUNT):
+                count += 1
+            return count
+        except RedisError as exc:
+            raise _storage_error(exc) from exc
+
+    async def ping(self) -> None:
+        try:
+            await self.client.ping()
+        except RedisError as exc:
+            raise _storage_error(exc) from exc
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    async def _run(self, script: Any, session_key: str, *args: Any) -> Cart:
+        try:
+            status, payload = await script(keys=[self.cart_key(session_key)], args=list(args))
+        except RedisError as exc:
+            raise _storage_error(exc) from exc
+        if status != "ok":
+            raise CartRejected(str(status), int(payload))
+        return _parse_cart(payload)
+
+
+def _now() -> int:
+    return int(time.time())
+
+
+def _storage_error(exc: RedisError) -> CartStorageError:
+    logger.error("Cart storage failed: %s: %s", type(exc).__name__, exc)
+    return CartStorageError("cart storage unavailable, retry")
+
+
+def _parse_cart(flat: list[str]) -> Cart:
+    """Turn HGETALL's flat field/value list into a cart; an unreadable line is skipped, not fatal."""
+    lines: list[CartLine] = []
+    last_accessed: int | None = None
+    for field, value in zip(flat[::2], flat[1::2], strict=True):
+        if field == LAST_ACCESSED_FIELD:
+            last_accessed = int(value)
+            continue
+        try:
+            data = json.loads(value)
+            lines.append(CartLine(field, int(data["qty"]), str(data["name"]), Decimal(data["price"])))
+        except (ValueError, KeyError, TypeError, InvalidOperation):
+            logger.warning("Skipping unreadable cart line %r", field)
+    lines.sort(key=lambda line: (line.name, line.product_id))
+    return Cart(lines=tuple(lines), last_accessed=last_accessed)

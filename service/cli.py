@@ -1,0 +1,59 @@
+"""``weft-mcp serve``: run the service with uvicorn (one process, or N worker processes)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+import uvicorn
+
+from service.config import Settings
+from service.logs import configure_logging
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="weft-mcp", description="Weft: an MCP shopping-cart server.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="serve MCP over HTTP at /mcp")
+    serve.add_argument("--host", help="address to bind (env WEFT_HOST, default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to bind (env WEFT_PORT, default 8000)")
+    serve.add_argument("--workers", type=int, help="worker processes (env WEFT_WORKERS, default 1); >1 needs WEFT_REDIS_URL")
+    args = parser.parse_args(argv)
+    return _serve(args)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    # Flags win over the environment; workers read their settings from the environment.
+    for name in ("host", "port", "workers"):
+        value = getattr(args, name)
+        if value is not None:
+            os.environ[f"WEFT_{name.upper()}"] = str(value)
+    try:
+        settings = Settings()
+    except ValueError as exc:
+        print(f"weft-mcp: invalid settings: {exc}", file=sys.stderr)
+        return 2
+    if settings.workers > 1 and settings.uses_embedded_store:
+        print(
+            f"weft-mcp: --workers {settings.workers} needs a shared cart store: the embedded store keeps carts "
+            "inside one process. Set WEFT_REDIS_URL (for example redis://127.0.0.1:6379/0) or use --workers 1.",
+            file=sys.stderr,
+        )
+        return 2
+    configure_logging(settings.log_level)
+    uvicorn.run(
+        "service.app:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_config=None,
+        timeout_graceful_shutdown=10,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,94 @@
+"""Which conversation is calling, and the Redis-safe key part derived from its id.
+
+DESIGN.md fixes the order: ``params._meta.sessionId``, ``params._meta.conversationId``,
+``params._meta["openai/session"]``, then ``sessionId`` / ``conversationId`` in the JSON-RPC
+envelope's top-level ``_meta``, then the ``WEFT_SESSION_FALLBACK`` mode.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+FALLBACK_SESSION_ID = "default"
+FALLBACK_SOURCE = "fallback"
+PARAMS_META_KEYS = ("sessionId", "conversationId", "openai/session")
+ENVELOPE_META_KEYS = ("sessionId", "conversationId")
+MAX_ID_LENGTH = 256
+MAX_RAW_KEY_LENGTH = 128
+
+_VISIBLE_ASCII = re.compile(r"^[\x21-\x7e]+$")
+# Glob and hash-tag characters would let an id widen a SCAN pattern or move a key to another
+# cluster slot; ids that start like a hashed key are hashed too, so the two spaces never meet.
+_UNSAFE_IN_KEY = re.compile(r"[{}*?\[\]\\\s]|^h-")
+
+
+class SessionError(ValueError):
+    """The caller's conversation id is unusable; the message tells the client what to send."""
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """One conversation: the id as the caller sent it, where it came from, and its key part."""
+
+    id: str
+    source: str
+    key: str
+
+    @property
+    def is_fallback(self) -> bool:
+        return self.source == FALLBACK_SOURCE
+
+    @property
+    def short_id(self) -> str:
+        return shorten(self.id)
+
+
+def shorten(session_id: str) -> str:
+    """What logs show of an id: enough to correlate lines, too little to act as the id."""
+    return session_id if len(session_id) <= 12 else f"{session_id[:8]}…({len(session_id)})"
+
+
+def session_key(session_id: str) -> str:
+    """The part of the Redis key that names the cart; raw when safe, else ``h-`` + SHA-256."""
+    if len(session_id) > MAX_RAW_KEY_LENGTH or _UNSAFE_IN_KEY.search(session_id):
+        return "h-" + hashlib.sha256(session_id.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    return session_id
+
+
+def _validated(value: Any, source: str) -> str:
+    if not isinstance(value, str):
+        raise SessionError(
+            f"The conversation id in _meta[{source!r}] must be a string, not {type(value).__name__}; "
+            "send 1 to 256 visible ASCII characters."
+        )
+    if not 1 <= len(value) <= MAX_ID_LENGTH or not _VISIBLE_ASCII.match(value):
+        raise SessionError(
+            f"The conversation id in _meta[{source!r}] must be 1 to {MAX_ID_LENGTH} visible ASCII characters "
+            "(no spaces or control characters); send a shorter or plainer id."
+        )
+    return value
+
+
+def resolve_session(
+    params_meta: Mapping[str, Any] | None,
+    envelope_meta: Mapping[str, Any] | None,
+    fallback: Literal["default", "reject"],
+) -> Session:
+    """Pick the conversation by DESIGN.md's order; raise ``SessionError`` on a bad id or a rejected fallback."""
+    for meta, keys, label in ((params_meta, PARAMS_META_KEYS, ""), (envelope_meta, ENVELOPE_META_KEYS, "envelope:")):
+        if not isinstance(meta, Mapping):
+            continue
+        for name in keys:
+            if meta.get(name) is not None:
+                session_id = _validated(meta[name], label + name)
+                return Session(id=session_id, source=label + name, key=session_key(session_id))
+    if fallback == "reject":
+        raise SessionError(
+            "No conversation id was sent; put one in the request's _meta "
+            '(for example "_meta": {"sessionId": "<conversation id>"}) so this chat gets its own cart.'
+        )
+    return Session(id=FALLBACK_SESSION_ID, source=FALLBACK_SOURCE, key=FALLBACK_SESSION_ID)

@@ -1,0 +1,461 @@
+"""Contract tests for ``service.carts.CartStore``: one suite, run on every backend.
+
+Backends: ``embedded`` (``CartStore.connect(None)``, in-process fakeredis), ``fakeredis`` (a
+``FakeAsyncRedis`` handed to the constructor) and ``redis`` (a real server from the session
+``redis_url`` fixture, requested only when that backend is selected). Each test has a key
+prefix of its own and deletes its keys at teardown, so a shared Redis is never flushed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import multiprocessing
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from decimal import Decimal
+from typing import Any, Protocol
+
+import fakeredis
+import pytest
+import pytest_asyncio
+import redis
+
+from service.carts import LAST_ACCESSED_FIELD, SCAN_COUNT, CartRejected, CartStore
+
+SESSION = "s1"
+HEBREW_NAME = "ריבת תות שדה"
+PRICE = Decimal("24.40")
+SMALL_LIMITS: dict[str, Any] = {"max_quantity": 5, "max_lines": 3}
+
+
+class StoreFactory(Protocol):
+    def __call__(self, **options: Any) -> CartStore: ...
+
+
+@pytest.fixture(params=["embedded", "fakeredis", pytest.param("redis", marks=pytest.mark.redis)])
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest_asyncio.fixture
+async def make_store(request: pytest.FixtureRequest, backend: str, key_prefix: str) -> AsyncIterator[StoreFactory]:
+    """Build stores on the selected backend (small limits unless overridden); close and clean up after."""
+    redis_url: str | None = request.getfixturevalue("redis_url") if backend == "redis" else None
+    stores: list[CartStore] = []
+
+    def factory(**options: Any) -> CartStore:
+        options = {"key_prefix": key_prefix, **SMALL_LIMITS, **options}
+        if backend == "fakeredis":
+            store = CartStore(fakeredis.FakeAsyncRedis(decode_responses=True), backend="fakeredis", **options)
+        else:
+            store = CartStore.connect(redis_url, **options)
+        assert store.backend == backend
+        stores.append(store)
+        return store
+
+    yield factory
+    for store in stores:
+        try:
+            keys = [key async for key in store.client.scan_iter(match=f"{store.key_prefix}:*", count=SCAN_COUNT)]
+            if keys:
+                await store.client.delete(*keys)
+        finally:
+            await store.aclose()
+
+
+@pytest_asyncio.fixture
+async def store(make_store: StoreFactory) -> CartStore:
+    """The default store: max_quantity=5, max_lines=3, no TTL."""
+    return make_store()
+
+
+async def add(store: CartStore, product_id: str, quantity: int = 1, session: str = SESSION) -> Any:
+    return await store.add(session, product_id, quantity, f"Product {product_id}", PRICE)
+
+
+async def raw(store: CartStore, session: str = SESSION) -> dict[str, str]:
+    return dict(await store.client.hgetall(store.cart_key(session)))
+
+
+async def exists(store: CartStore, session: str = SESSION) -> int:
+    return int(await store.client.exists(store.cart_key(session)))
+
+
+def quantities(cart: Any) -> dict[str, int]:
+    return {line.product_id: line.quantity for line in cart.lines}
+
+
+# 1-2. Reading and the stored layout
+
+
+async def test_view_of_unknown_cart_is_empty_and_writes_nothing(store: CartStore) -> None:
+    """Reading a cart that does not exist returns an empty cart and creates no key."""
+    cart = await store.view(SESSION)
+    assert cart.is_empty
+    assert cart.lines == ()
+    assert cart.last_accessed is None
+    assert await exists(store) == 0
+    assert await store.count_carts() == 0
+
+
+async def test_add_stores_one_readable_hash_per_cart(store: CartStore, key_prefix: str) -> None:
+    """add writes ``<prefix>:cart:{session}`` as a HASH of compact, readable JSON lines plus ``_last_accessed``."""
+    cart = await store.add(SESSION, "p-42", 2, HEBREW_NAME, PRICE)
+
+    key = store.cart_key(SESSION)
+    assert key == f"{key_prefix}:cart:{{{SESSION}}}"
+    assert await store.client.type(key) == "hash"
+    assert [k async for k in store.client.scan_iter(match=f"{key_prefix}:*")] == [key]
+
+    fields = await raw(store)
+    assert set(fields) == {"p-42", LAST_ACCESSED_FIELD}
+    value = fields["p-42"]
+    assert json.loads(value) == {"qty": 2, "name": HEBREW_NAME, "price": "24.40"}
+    assert HEBREW_NAME in value and "\\u" not in value
+    assert value.startswith('{"qty":2,') and " " not in value.replace(HEBREW_NAME, "")
+    assert abs(int(fields[LAST_ACCESSED_FIELD]) - time.time()) < 5
+
+    assert [(line.product_id, line.quantity, line.name, line.price) for line in cart.lines] == [
+        ("p-42", 2, HEBREW_NAME, Decimal("24.40"))
+    ]
+    assert cart.last_accessed == int(fields[LAST_ACCESSED_FIELD])
+
+
+# 3. Adding
+
+
+async def test_add_sums_existing_line_and_appends_new_line(store: CartStore) -> None:
+    """Adding to a line sums the quantities; another product makes a second line; the result reflects both."""
+    await store.add(SESSION, "a", 1, "Apricot jam", Decimal("10.5"))
+    cart = await store.add(SESSION, "a", 2, "Apricot jam", Decimal("10.5"))
+    assert quantities(cart) == {"a": 3}
+
+    cart = await store.add(SESSION, "b", 4, "Blueberry jam", Decimal("7"))
+    assert quantities(cart) == {"a": 3, "b": 4}
+    assert [line.price for line in cart.lines] == [Decimal("10.50"), Decimal("7.00")]
+    assert all(isinstance(line.price, Decimal) for line in cart.lines)
+
+    fields = await raw(store)
+    assert json.loads(fields["a"])["qty"] == 3
+    assert json.loads(fields["b"]) == {"qty": 4, "name": "Blueberry jam", "price": "7.00"}
+    assert quantities(await store.view(SESSION)) == {"a": 3, "b": 4}
+
+
+# 4. Limits
+
+
+async def test_quantity_limit_rejects_and_changes_nothing(store: CartStore) -> None:
+    """Going past max_quantity raises CartRejected("quantity_limit", current) and leaves the hash untouched."""
+    await add(store, "a", 4)
+    await store.client.hset(store.cart_key(SESSION), LAST_ACCESSED_FIELD, "1000")  # an old stamp, to see a touch
+    before = await raw(store)
+
+    with pytest.raises(CartRejected) as caught:
+        await add(store, "a", 2)
+    assert (caught.value.reason, caught.value.current) == ("quantity_limit", 4)
+    assert await raw(store) == before
+
+    with pytest.raises(CartRejected) as caught:
+        await add(store, "b", 6)
+    assert (caught.value.reason, caught.value.current) == ("quantity_limit", 0)
+    assert await raw(store) == before
+
+    cart = await add(store, "a", 1)  # exactly up to the limit is fine
+    assert quantities(cart) == {"a": 5}
+
+
+async def test_line_limit_rejects_new_line_but_allows_existing(store: CartStore) -> None:
+    """A new line past max_lines raises CartRejected("line_limit") and changes nothing; existing lines still grow."""
+    for product in ("a", "b", "c"):
+        await add(store, product)
+    await store.client.hset(store.cart_key(SESSION), LAST_ACCESSED_FIELD, "1000")
+    before = await raw(store)
+
+    with pytest.raises(CartRejected) as caught:
+        await add(store, "d")
+    assert (caught.value.reason, caught.value.current) == ("line_limit", 3)
+    assert await raw(store) == before
+
+    cart = await add(store, "a", 2)
+    assert quantities(cart) == {"a": 3, "b": 1, "c": 1}
+
+
+# 5. Setting quantities and removing
+
+
+async def test_set_quantity_changes_and_zero_removes_line(store: CartStore) -> None:
+    """set_quantity overwrites the quantity (keeping name and price); 0 removes the line."""
+    await store.add(SESSION, "a", 1, HEBREW_NAME, PRICE)
+    await add(store, "b", 2)
+
+    cart = await store.set_quantity(SESSION, "a", 4)
+    assert quantities(cart) == {"a": 4, "b": 2}
+    assert json.loads((await raw(store))["a"]) == {"qty": 4, "name": HEBREW_NAME, "price": "24.40"}
+
+    cart = await store.set_quantity(SESSION, "a", 0)
+    assert quantities(cart) == {"b": 2}
+    assert set(await raw(store)) == {"b", LAST_ACCESSED_FIELD}
+
+
+async def test_removing_last_line_deletes_key(store: CartStore) -> None:
+    """A cart with no lines has no key: remove (or set_quantity 0) of the last line deletes it."""
+    await add(store, "a")
+    await add(store, "b")
+    await store.remove(SESSION, "a")
+    assert await exists(store) == 1
+
+    cart = await store.remove(SESSION, "b")
+    assert cart.is_empty
+    assert await exists(store) == 0
+
+    await add(store, "c")
+    assert (await store.set_quantity(SESSION, "c", 0)).is_empty
+    assert await exists(store) == 0
+
+
+@pytest.mark.parametrize("operation", ["set_quantity", "remove"])
+async def test_change_of_absent_line_is_rejected_and_writes_nothing(store: CartStore, operation: str) -> None:
+    """set_quantity/remove of a product not in the cart raise "not_in_cart" and write nothing."""
+
+    async def change(product: str) -> Any:
+        if operation == "remove":
+            return await store.remove(SESSION, product)
+        return await store.set_quantity(SESSION, product, 2)
+
+    with pytest.raises(CartRejected) as caught:
+        await change("a")
+    assert caught.value.reason == "not_in_cart"
+    assert await exists(store) == 0
+
+    await add(store, "a")
+    await store.client.hset(store.cart_key(SESSION), LAST_ACCESSED_FIELD, "1000")
+    before = await raw(store)
+    with pytest.raises(CartRejected) as caught:
+        await change("b")
+    assert caught.value.reason == "not_in_cart"
+    assert await raw(store) == before
+
+
+# 6. Clearing
+
+
+async def test_clear_deletes_key_and_absent_cart_is_fine(store: CartStore) -> None:
+    """clear deletes the cart's key; clearing a cart that does not exist is not an error."""
+    await add(store, "a")
+    await add(store, "b")
+    assert (await store.clear(SESSION)).is_empty
+    assert await exists(store) == 0
+    assert (await store.view(SESSION)).is_empty
+
+    assert (await store.clear("never-used")).is_empty
+    assert await exists(store, "never-used") == 0
+
+
+# 7. Expiry
+
+
+async def test_ttl_zero_means_no_expiry(make_store: StoreFactory) -> None:
+    """With ttl_seconds=0 the cart key never expires (TTL -1), after writes and reads alike."""
+    store = make_store(ttl_seconds=0)
+    await add(store, "a")
+    assert await store.client.ttl(store.cart_key(SESSION)) == -1
+    await store.view(SESSION)
+    await store.set_quantity(SESSION, "a", 2)
+    assert await store.client.ttl(store.cart_key(SESSION)) == -1
+
+
+async def test_sliding_ttl_is_refreshed_by_every_access(make_store: StoreFactory) -> None:
+    """With ttl_seconds=100 writes set the TTL and a plain view slides it back up and restamps _last_accessed."""
+    store = make_store(ttl_seconds=100)
+    key = store.cart_key(SESSION)
+    await add(store, "a")
+    assert 90 < await store.client.ttl(key) <= 100
+
+    await store.client.expire(key, 5)
+    await store.client.hset(key, LAST_ACCESSED_FIELD, "1000")
+    cart = await store.view(SESSION)
+    assert 90 < await store.client.ttl(key) <= 100
+    stamp = int((await raw(store))[LAST_ACCESSED_FIELD])
+    assert abs(stamp - time.time()) < 5
+    assert cart.last_accessed == stamp
+
+    await store.client.expire(key, 5)
+    await store.set_quantity(SESSION, "a", 2)
+    assert 90 < await store.client.ttl(key) <= 100
+
+
+# 8. Isolation
+
+
+async def test_sessions_are_isolated(store: CartStore) -> None:
+    """Two sessions have separate carts: lines, changes and clears in one never show in the other."""
+    await add(store, "a", 2, session="alice")
+    await add(store, "b", 3, session="bob")
+    assert quantities(await store.view("alice")) == {"a": 2}
+    assert quantities(await store.view("bob")) == {"b": 3}
+
+    with pytest.raises(CartRejected):
+        await store.remove("bob", "a")
+    await store.clear("alice")
+    assert quantities(await store.view("bob")) == {"b": 3}
+    assert await exists(store, "alice") == 0
+
+
+# 9. Counting
+
+
+async def test_count_carts_counts_only_this_prefix(store: CartStore, key_prefix: str) -> None:
+    """count_carts counts the carts under this prefix only, and follows deletions."""
+    other = CartStore(store.client, backend=store.backend, key_prefix=f"{key_prefix}-other")
+    for session in ("s1", "s2", "s3"):
+        await add(store, "a", session=session)
+    await add(other, "a", session="s1")
+    await store.client.set(f"{key_prefix}:not-a-cart", "x")
+    await store.view("only-read")  # reading creates no cart
+
+    assert await store.count_carts() == 3
+    assert await other.count_carts() == 1
+    await store.clear("s2")
+    assert await store.count_carts() == 2
+
+
+async def test_count_carts_is_exact_across_scan_pages(store: CartStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With more carts than one SCAN page (COUNT 1000) count_carts follows the cursor and counts each once."""
+    total = 1200
+    stamp = str(int(time.time()))
+    async with store.client.pipeline(transaction=False) as pipe:
+        for i in range(total):
+            pipe.hset(store.cart_key(f"bulk-{i}"), mapping={"a": '{"qty":1,"name":"x","price":"1.00"}',
+                                                             LAST_ACCESSED_FIELD: stamp})  # fmt: skip
+        await pipe.execute()
+
+    scan = store.client.scan
+    scan_calls = 0
+
+    async def counting_scan(*args: Any, **kwargs: Any) -> Any:
+        nonlocal scan_calls
+        scan_calls += 1
+        return await scan(*args, **kwargs)
+
+    monkeypatch.setattr(store.client, "scan", counting_scan)
+    assert await store.count_carts() == total
+    assert scan_calls >= 2
+
+
+# 10. Robustness
+
+
+async def test_unreadable_line_is_skipped(store: CartStore) -> None:
+    """A line whose value is not a readable line (bad JSON, missing or bad fields) is skipped, not fatal."""
+    await add(store, "good", 2)
+    key = store.cart_key(SESSION)
+    await store.client.hset(key, mapping={
+        "garbage": "not json at all",
+        "no-name": '{"qty":1,"price":"1.00"}',
+        "bad-price": '{"qty":1,"name":"x","price":"cheap"}',
+        "not-object": "[1,2,3]",
+    })  # fmt: skip
+
+    cart = await store.view(SESSION)
+    assert quantities(cart) == {"good": 2}
+    assert quantities(await add(store, "good")) == {"good": 3}
+
+
+# 11-12. Concurrency
+
+
+async def test_concurrent_adds_lose_nothing(make_store: StoreFactory) -> None:
+    """50 concurrent adds of 1 to one line end at exactly 50 (the script's read-modify-write is atomic)."""
+    store = make_store(max_quantity=1000)
+    await asyncio.gather(*(add(store, "a") for _ in range(50)))
+    assert quantities(await store.view(SESSION)) == {"a": 50}
+    assert json.loads((await raw(store))["a"])["qty"] == 50
+
+
+def _add_in_process(redis_url: str, key_prefix: str, adds: int, start: Any) -> None:
+    """Worker for the multi-process test: connect, wait for the other worker, then add 1 ``adds`` times."""
+
+    async def run() -> None:
+        store = CartStore.connect(redis_url, key_prefix=key_prefix, max_quantity=1000)
+        try:
+            await store.ping()
+            await asyncio.to_thread(start.wait, 30)
+            for _ in range(adds):
+                await store.add("shared", "a", 1, "Apricot jam", PRICE)
+        finally:
+            await store.aclose()
+
+    asyncio.run(run())
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("backend", ["redis"])
+async def test_two_processes_adding_lose_nothing(store: CartStore, request: pytest.FixtureRequest) -> None:
+    """Two worker processes each adding 1 a hundred times to one line on a real Redis end at exactly 200."""
+    redis_url: str = request.getfixturevalue("redis_url")
+    context = multiprocessing.get_context("spawn")
+    start = context.Barrier(2)
+    workers = [
+        context.Process(target=_add_in_process, args=(redis_url, store.key_prefix, 100, start)) for _ in range(2)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=60)
+    for worker in workers:
+        if worker.is_alive():
+            worker.kill()
+    assert [worker.exitcode for worker in workers] == [0, 0]
+
+    cart = await store.view("shared")
+    assert quantities(cart) == {"a": 200}
+
+
+# 13. One round trip per call
+
+
+def _commandstats(client: redis.Redis) -> dict[str, dict[str, Any]]:
+    return {name: dict(stats) for name, stats in client.info("commandstats").items()}
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("backend", ["redis"])
+async def test_each_cart_call_is_one_client_command(store: CartStore, request: pytest.FixtureRequest) -> None:
+    """Each cart call sends one command: EVALSHA for add/view/set_quantity/remove, DEL for clear."""
+    if os.environ.get("WEFT_TEST_REDIS_URL"):
+        pytest.skip("CONFIG RESETSTAT is server-wide; not run against a shared WEFT_TEST_REDIS_URL server")
+    admin = redis.Redis.from_url(request.getfixturevalue("redis_url"))
+
+    # Warm-up: load all three scripts, and leave two lines so the measured remove keeps the key.
+    await add(store, "a")
+    await add(store, "b")
+    await store.view(SESSION)
+    await store.set_quantity(SESSION, "a", 2)
+
+    calls: list[tuple[str, str, Callable[[], Awaitable[Any]]]] = [
+        ("add", "evalsha", lambda: add(store, "a")),
+        ("view", "evalsha", lambda: store.view(SESSION)),
+        ("set_quantity", "evalsha", lambda: store.set_quantity(SESSION, "a", 4)),
+        ("remove", "evalsha", lambda: store.remove(SESSION, "b")),
+        ("clear", "del", lambda: store.clear(SESSION)),
+    ]
+    try:
+        observed: dict[str, dict[str, int]] = {}
+        for name, command, call in calls:
+            admin.config_resetstat()
+            await call()
+            stats = _commandstats(admin)
+            stats.pop("cmdstat_config|resetstat", None)
+            observed[name] = {key.removeprefix("cmdstat_"): int(value["calls"]) for key, value in stats.items()}
+            assert stats[f"cmdstat_{command}"]["calls"] == 1, (name, stats)
+            assert "cmdstat_eval" not in stats and "cmdstat_script|load" not in stats, (name, stats)
+            if command == "del":
+                assert "cmdstat_evalsha" not in stats, (name, stats)
+        print("\ncommandstats per cart call (script calls include the commands run inside the script):")
+        for name, figures in observed.items():
+            print(f"  {name}: {figures}")
+        assert await exists(store) == 0
+    finally:
+        admin.close()

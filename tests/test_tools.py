@@ -1,0 +1,238 @@
+"""The tools through the SDK's in-process client: answers, money, limits, and rejections that change nothing."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from mcp import Client
+
+from service.carts import CartStore
+from service.catalog import load_catalog
+from service.config import Settings
+from service.tools import Shop, create_server
+
+CATALOG = load_catalog(None)
+OATS = "demo-market:i1702"  # 18.90
+TAHINI = "demo-market:i1701"  # 24.40
+UNPRICED = next(p.id for p in CATALOG.stores["demo-market"].products if not p.is_purchasable)
+
+
+class Chat:
+    """One conversation: every call carries its sessionId in ``_meta``."""
+
+    def __init__(self, client: Client, session_id: str | None) -> None:
+        self.client = client
+        self.meta = {"sessionId": session_id} if session_id else None
+
+    async def call(self, tool: str, **arguments: Any) -> Any:
+        return await self.client.call_tool(tool, arguments, meta=self.meta)
+
+    async def ok(self, tool: str, **arguments: Any) -> dict[str, Any]:
+        result = await self.call(tool, **arguments)
+        assert not result.is_error, result.content[0].text
+        assert result.content[0].text
+        return result.structured_content
+
+    async def error(self, tool: str, **arguments: Any) -> str:
+        result = await self.call(tool, **arguments)
+        assert result.is_error, result.structured_content
+        return result.content[0].text
+
+
+@pytest_asyncio.fixture
+async def shop() -> AsyncIterator[Shop]:
+    settings = Settings(max_quantity=5, max_cart_lines=3, _env_file=None)
+    carts = CartStore.connect(None, max_quantity=5, max_lines=3)
+    yield Shop(catalog=CATALOG, carts=carts, settings=settings)
+    await carts.aclose()
+
+
+async def raw_cart(shop: Shop, session_key: str) -> dict[str, str]:
+    return await shop.carts.client.hgetall(shop.carts.cart_key(session_key))
+
+
+async def test_list_tools_names_and_schemas(shop: Shop) -> None:
+    async with Client(create_server(shop)) as client:
+        tools = {tool.name: tool for tool in (await client.list_tools()).tools}
+        assert set(tools) == {
+            "list_stores", "search_products", "add_to_cart", "update_cart_item",
+            "remove_from_cart", "view_cart", "clear_cart", "debug_session",
+        }  # fmt: skip
+        add = tools["add_to_cart"].input_schema
+        assert add["properties"]["quantity"]["type"] == "integer"
+        assert add["properties"]["quantity"]["maximum"] == 5
+        assert add["required"] == ["product_id"]
+        assert tools["search_products"].input_schema["properties"]["page_size"]["maximum"] == 50
+
+
+async def test_list_stores(shop: Shop) -> None:
+    async with Client(create_server(shop)) as client:
+        data = await Chat(client, "a").ok("list_stores")
+        assert data["stores"] == [{"id": "demo-market", "name": "Weft Demo Market", "currency": "ILS", "product_count": 99}]
+
+
+async def test_search_products_shape(shop: Shop) -> None:
+    async with Client(create_server(shop)) as client:
+        data = await Chat(client, "a").ok("search_products", search="oats", page_size=2)
+        assert set(data) == {"products", "pagination", "filters"}
+        assert set(data["products"][0]) == {"id", "name", "price", "category", "image", "url", "is_purchasable"}
+        pagination = data["pagination"]
+        assert pagination["pageSize"] == 2 and pagination["currentPage"] == 1 and not pagination["hasPrev"]
+        assert pagination["hasNext"] == (pagination["totalProducts"] > 2)
+        assert data["filters"] == {"search": "oats", "category": None, "store": None}
+        everything = await Chat(client, "a").ok("search_products", page_size=50)
+        assert everything["pagination"]["totalProducts"] == 99
+        unpriced = [p for p in everything["products"] if not p["is_purchasable"]]
+        assert all(p["price"] is None for p in unpriced)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [({"search": "x" * 201}, "at most 200"), ({"page": 0}, "page must be"), ({"page": 999}, "past the last page"),
+     ({"page_size": 51}, "page_size must be"), ({"page_size": "many"}, "page_size must be"),
+     ({"store": "nope"}, "no store 'nope'"), ({"search": 5}, "must be a string")],
+)  # fmt: skip
+async def test_search_rejections(shop: Shop, arguments: dict[str, Any], message: str) -> None:
+    async with Client(create_server(shop)) as client:
+        assert message in await Chat(client, "a").error("search_products", **arguments)
+
+
+async def test_cart_flow_with_exact_money(shop: Shop) -> None:
+    async with Client(create_server(shop)) as client:
+        chat = Chat(client, "conv-1")
+        cart = await chat.ok("add_to_cart", product_id=OATS, quantity=3)
+        assert cart["items"][0]["line_total"] == "56.70" and cart["total"] == "56.70" and cart["currency"] == "ILS"
+        cart = await chat.ok("add_to_cart", product_id=TAHINI)
+        assert cart["total"] == "81.10" and cart["item_count"] == 4
+        assert {item["id"] for item in cart["items"]} == {OATS, TAHINI}
+        assert cart["session"] == {"id": "conv-1", "source": "sessionId", "shared": False}
+        cart = await chat.ok("update_cart_item", product_id=OATS, quantity=1)
+        assert cart["total"] == "43.30"
+        cart = await chat.ok("remove_from_cart", product_id=TAHINI)
+        assert [(i["id"], i["quantity"]) for i in cart["items"]] == [(OATS, 1)]
+        assert (await chat.ok("view_cart"))["total"] == "18.90"
+        cart = await chat.ok("clear_cart")
+        assert cart["items"] == [] and cart["total"] == "0.00"
+        assert await raw_cart(shop, "conv-1") == {}
+
+
+async def test_positional_id_is_accepted_and_stored_canonically(shop: Shop) -> None:
+    async with Client(create_server(shop)) as client:
+        position = next(i for i, pid in CATALOG.stores["demo-market"].by_position.items() if pid == OATS)
+        cart = await Chat(client, "c").ok("add_to_cart", product_id=f"demo-market:{position}")
+        assert cart["items"][0]["id"] == OATS
+        assert set(await raw_cart(shop, "c")) == {OATS, "_last_accessed"}
+
+
+async def test_conversations_are_isolated(shop: Shop) -> None:
+    async with Client(create_server(shop)) as client:
+        await Chat(client, "A").ok("add_to_cart", product_id=OATS)
+        assert (await Chat(client, "B").ok("view_cart"))["items"] == []
+        await Chat(client, "B").ok("add_to_cart", product_id=TAHINI)
+        assert [i["id"] for i in (await Chat(client, "A").ok("view_cart"))["items"]] == [OATS]
+
+
+@pytest.mark.parametrize(
+    ("tool", "arguments", "message"),
+    [("add_to_cart", {"product_id": "demo-market:i999999"}, "no product"),
+     ("add_to_cart", {"product_id": UNPRICED}, "no price"),
+     ("add_to_cart", {"product_id": OATS, "quantity": 0}, "quantity must be a whole number from 1 to 5"),
+     ("add_to_cart", {"product_id": OATS, "quantity": 6}, "from 1 to 5"),
+     ("add_to_cart", {"product_id": OATS, "quantity": 1.5}, "whole number"),
+     ("add_to_cart", {"product_id": OATS, "quantity": True}, "whole number"),
+     ("add_to_cart", {"product_id": OATS, "quantity": "two"}, "whole number"),
+     ("add_to_cart", {"product_id": OATS, "quantity": 4}, "holds at most 5"),
+     ("add_to_cart", {"product_id": 17}, "must be a string"),
+     ("update_cart_item", {"product_id": TAHINI, "quantity": 2}, "not in the cart"),
+     ("update_cart_item", {"product_id": OATS, "quantity": -1}, "from 0 to 5"),
+     ("remove_from_cart", {"product_id": "_last_accessed"}, "not a product id"),
+     ("remove_from_cart", {"product_id": TAHINI}, "not in the cart")],
+)  # fmt: skip
+async def test_rejections_change_nothing(
+    shop: Shop, tool: str, arguments: dict[str, Any], message: str
+) -> None:
+    async with Client(create_server(shop)) as client:
+        chat = Chat(client, "strict")
+        await chat.ok("add_to_cart", product_id=OATS, quantity=2)
+        before = await raw_cart(shop, "strict")
+        text = await chat.error(tool, **arguments)
+        assert message in text
+        assert text.endswith(".") and "Traceback" not in text
+        assert await raw_cart(shop, "strict") == before
+
+
+async def test_line_limit(shop: Shop) -> None:
+    async with Client(create_server(shop)) as client:
+        chat = Chat(client, "full")
+        ids = [p.id for p in CATALOG.stores["demo-market"].products if p.is_purchasable][:4]
+        for product_id in ids[:3]:
+            await chat.ok("add_to_cart", product_id=product_id)
+        before = await raw_cart(shop, "full")
+        assert "remove one" in await chat.error("add_to_cart", product_id=ids[3])
+        assert await raw_cart(shop, "full") == before
+        assert (await chat.ok("add_to_cart", product_id=ids[0]))["item_count"] == 4
+
+
+async def test_string_and_float_quantities_are_accepted(shop: Shop) -> None:
+    async with Client(create_server(shop)) as client:
+        chat = Chat(client, "lenient")
+        assert (await chat.ok("add_to_cart", product_id=OATS, quantity="2"))["item_count"] == 2
+        assert (await chat.ok("update_cart_item", product_id=OATS, quantity=3.0))["item_count"] == 3
+
+
+async def test_fallback_session_is_shared_and_flagged(shop: Shop) -> None:
+    async with Client(create_server(shop)) as client:
+        anonymous = Chat(client, None)
+        cart = await anonymous.ok("add_to_cart", product_id=OATS)
+        assert cart["session"] == {"id": "default", "source": "fallback", "shared": True}
+        debug = await anonymous.ok("debug_session")
+        assert debug["shared_fallback_cart"] is True and debug["session_source"] == "fallback"
+
+
+async def test_reject_fallback_mode() -> None:
+    settings = Settings(session_fallback="reject", _env_file=None)
+    carts = CartStore.connect(None)
+    async with Client(create_server(Shop(catalog=CATALOG, carts=carts, settings=settings))) as client:
+        text = await Chat(client, None).error("add_to_cart", product_id=OATS)
+        assert "conversation id" in text
+        assert await carts.count_carts() == 0
+        assert (await Chat(client, "named").ok("add_to_cart", product_id=OATS))["item_count"] == 1
+    await carts.aclose()
+
+
+async def test_debug_session_counts_without_leaking(shop: Shop) -> None:
+    async with Client(create_server(shop)) as client:
+        await Chat(client, "secret-other-conversation").ok("add_to_cart", product_id=OATS)
+        me = Chat(client, "me")
+        await me.ok("add_to_cart", product_id=TAHINI)
+        result = await me.call("debug_session")
+        data = result.structured_content
+        assert data == {
+            "session_id": "me", "session_source": "sessionId", "items_in_cart": 1,
+            "active_sessions": 2, "storage": "embedded", "shared_fallback_cart": False,
+        }  # fmt: skip
+        assert "secret" not in result.content[0].text and "secret" not in str(data)
+
+
+async def test_debug_tool_can_be_removed() -> None:
+    settings = Settings(debug_tool=False, _env_file=None)
+    carts = CartStore.connect(None)
+    async with Client(create_server(Shop(catalog=CATALOG, carts=carts, settings=settings))) as client:
+        names = {tool.name for tool in (await client.list_tools()).tools}
+    assert "debug_session" not in names and "view_cart" in names
+    await carts.aclose()
+
+
+async def test_storage_failure_is_a_short_error(shop: Shop) -> None:
+    async with Client(create_server(shop)) as client:
+        from redis.exceptions import ConnectionError as RedisConnectionError
+
+        async def broken(*args: Any, **kwargs: Any) -> Any:
+            raise RedisConnectionError("Connection refused")
+
+        shop.carts._add = broken  # type: ignore[method-assign]
+        text = await Chat(client, "x").error("add_to_cart", product_id=OATS)
+        assert text == "Cart storage unavailable, retry in a moment."
