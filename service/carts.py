@@ -89,7 +89,9 @@ end
 """
 
     # KEYS[1] cart; ARGV: product_id, delta, value tail, max quantity, max lines, ttl, now
-    ADD_SCRIPT = _TOUCH + """
+    ADD_SCRIPT = (
+        _TOUCH
+        + """
 local key, field, delta = KEYS[1], ARGV[1], tonumber(ARGV[2])
 local max_quantity, max_lines = tonumber(ARGV[4]), tonumber(ARGV[5])
 local current = redis.call('HGET', key, field)
@@ -105,9 +107,12 @@ end
 redis.call('HSET', key, field, '{"qty":' .. quantity .. ',' .. ARGV[3])
 return {'ok', touch(key, ARGV[7], tonumber(ARGV[6]))}
 """
+    )
 
     # KEYS[1] cart; ARGV: product_id, quantity (0 removes), ttl, now
-    SET_QUANTITY_SCRIPT = _TOUCH + """
+    SET_QUANTITY_SCRIPT = (
+        _TOUCH
+        + """
 local key, field, quantity = KEYS[1], ARGV[1], tonumber(ARGV[2])
 local current = redis.call('HGET', key, field)
 if not current then return {'not_in_cart', 0} end
@@ -122,12 +127,16 @@ else
 end
 return {'ok', touch(key, ARGV[4], tonumber(ARGV[3]))}
 """
+    )
 
     # KEYS[1] cart; ARGV: ttl, now. Reading an empty cart writes nothing.
-    VIEW_SCRIPT = _TOUCH + """
+    VIEW_SCRIPT = (
+        _TOUCH
+        + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'ok', {}} end
 return {'ok', touch(KEYS[1], ARGV[2], tonumber(ARGV[1]))}
 """
+    )
 
     def __init__(
         self,

@@ -136,7 +136,13 @@ class Catalog:
         return [name for name, _ in counts.most_common()]
 
     def search(
-        self, query: str, *, category: str | None = None, store_id: str | None = None, page: int = 1, page_size: int = 12
+        self,
+        query: str,
+        *,
+        category: str | None = None,
+        store_id: str | None = None,
+        page: int = 1,
+        page_size: int = 12,
     ) -> SearchPage:
         """Every query word must appear in name, category or description; best matches first."""
         words = normalize(query).split()
@@ -186,9 +192,7 @@ def _load_dir(stores_dir: Path) -> Catalog:
     if not stores_dir.is_dir():
         raise CatalogError(f"WEFT_STORES_DIR {str(stores_dir)!r} is not a folder")
     stores = [
-        load_store(folder)
-        for folder in sorted(stores_dir.iterdir())
-        if (folder / "data" / "products.json").is_file()
+        load_store(folder) for folder in sorted(stores_dir.iterdir()) if (folder / "data" / "products.json").is_file()
     ]
     if not stores:
         raise CatalogError(f"no store folders (<store-id>/data/products.json) under {str(stores_dir)!r}")

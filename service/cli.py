@@ -19,7 +19,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve = commands.add_parser("serve", help="serve MCP over HTTP at /mcp")
     serve.add_argument("--host", help="address to bind (env WEFT_HOST, default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to bind (env WEFT_PORT, default 8000)")
-    serve.add_argument("--workers", type=int, help="worker processes (env WEFT_WORKERS, default 1); >1 needs WEFT_REDIS_URL")
+    serve.add_argument(
+        "--workers", type=int, help="worker processes (env WEFT_WORKERS, default 1); >1 needs WEFT_REDIS_URL"
+    )
     args = parser.parse_args(argv)
     return _serve(args)
 

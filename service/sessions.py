@@ -8,10 +8,14 @@ envelope's top-level ``_meta``, then the ``WEFT_SESSION_FALLBACK`` mode.
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
+
+logger = logging.getLogger(__name__)
 
 FALLBACK_SESSION_ID = "default"
 FALLBACK_SOURCE = "fallback"
@@ -92,3 +96,36 @@ def resolve_session(
             '(for example "_meta": {"sessionId": "<conversation id>"}) so this chat gets its own cart.'
         )
     return Session(id=FALLBACK_SESSION_ID, source=FALLBACK_SOURCE, key=FALLBACK_SESSION_ID)
+
+
+async def calling_session(
+    params_meta: Mapping[str, Any] | None, http_request: Any, fallback: Literal["default", "reject"]
+) -> Session:
+    """The session of one tool call, logged as the guide did (a WARNING for every fallback call).
+
+    ``params_meta`` is the SDK request context's ``meta`` (the original server read
+    ``getattr(params, '_meta')``, which the SDK never fills). The envelope's top-level
+    ``_meta`` is dropped by the SDK's models, so it is read from the HTTP request's cached
+    body, and only when ``params._meta`` names no conversation.
+    """
+    if isinstance(params_meta, Mapping) and any(params_meta.get(name) is not None for name in PARAMS_META_KEYS):
+        session = resolve_session(params_meta, None, fallback)
+    else:
+        session = resolve_session(None, await _envelope_meta(http_request), fallback)
+    if session.is_fallback:
+        logger.warning("No conversation id in _meta: using the shared %r cart", session.id)
+    else:
+        logger.info("Using session ID: %s (from %s)", session.short_id, session.source)
+    return session
+
+
+async def _envelope_meta(http_request: Any) -> Mapping[str, Any] | None:
+    read_body = getattr(http_request, "body", None)
+    if read_body is None:  # not over HTTP (in-process clients)
+        return None
+    try:
+        message = json.loads(await read_body())
+    except (ValueError, RuntimeError):
+        return None
+    meta = message.get("_meta") if isinstance(message, dict) else None
+    return meta if isinstance(meta, Mapping) else None

@@ -71,7 +71,9 @@ async def test_list_tools_names_and_schemas(shop: Shop) -> None:
 async def test_list_stores(shop: Shop) -> None:
     async with Client(create_server(shop)) as client:
         data = await Chat(client, "a").ok("list_stores")
-        assert data["stores"] == [{"id": "demo-market", "name": "Weft Demo Market", "currency": "ILS", "product_count": 99}]
+        assert data["stores"] == [
+            {"id": "demo-market", "name": "Weft Demo Market", "currency": "ILS", "product_count": 99}
+        ]
 
 
 async def test_search_products_shape(shop: Shop) -> None:
@@ -151,9 +153,7 @@ async def test_conversations_are_isolated(shop: Shop) -> None:
      ("remove_from_cart", {"product_id": "_last_accessed"}, "not a product id"),
      ("remove_from_cart", {"product_id": TAHINI}, "not in the cart")],
 )  # fmt: skip
-async def test_rejections_change_nothing(
-    shop: Shop, tool: str, arguments: dict[str, Any], message: str
-) -> None:
+async def test_rejections_change_nothing(shop: Shop, tool: str, arguments: dict[str, Any], message: str) -> None:
     async with Client(create_server(shop)) as client:
         chat = Chat(client, "strict")
         await chat.ok("add_to_cart", product_id=OATS, quantity=2)

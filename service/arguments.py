@@ -1,0 +1,57 @@
+"""Checking tool arguments, so every rejection is one sentence saying what to send instead.
+
+The tools declare exact JSON schemas but accept any JSON value, and check it here: pydantic's
+own messages are several lines of internals, which a chat assistant cannot act on.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+MAX_QUERY_LENGTH = 200
+MAX_PAGE_SIZE = 50
+MAX_ID_LENGTH = 200
+_PRODUCT_ID_SHAPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*:[^\s:]+$")
+
+
+class ArgumentError(ValueError):
+    """A tool argument is unusable; the message is the sentence the client sees."""
+
+
+def whole_number(value: Any, name: str, low: int, high: int) -> int:
+    """An integer in ``low..high``; ``2``, ``2.0`` and ``"2"`` are accepted, ``true`` and ``2.5`` are not."""
+    number: int | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, float) and value.is_integer():
+        number = int(value)
+    elif isinstance(value, str) and value.strip().lstrip("-").isdigit() and len(value.strip()) <= 12:
+        number = int(value.strip())
+    if number is None or not low <= number <= high:
+        raise ArgumentError(f"{name} must be a whole number from {low} to {high}; got {_shown(value)}.")
+    return number
+
+
+def short_text(value: Any, name: str, limit: int = MAX_QUERY_LENGTH) -> str:
+    if not isinstance(value, str):
+        raise ArgumentError(f"{name} must be a string; got {_shown(value)}.")
+    if len(value) > limit:
+        raise ArgumentError(f"{name} is {len(value)} characters long; send at most {limit}.")
+    return value
+
+
+def _shown(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def product_id_text(value: Any) -> str:
+    """A string shaped like a product id (``store:i1234``); never a cart's own ``_last_accessed`` field."""
+    raw = short_text(value, "product_id", MAX_ID_LENGTH).strip()
+    if not _PRODUCT_ID_SHAPE.match(raw):
+        raise ArgumentError(
+            f"{raw!r} is not a product id; send an id from search_products or the cart, like 'store:i1234'."
+        )
+    return raw
