@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 import uvicorn
 
+from service.catalog import CatalogError, load_catalog
 from service.config import Settings
 from service.logs import configure_logging
 
@@ -45,6 +46,11 @@ def _serve(args: argparse.Namespace) -> int:
         )
         return 2
     configure_logging(settings.log_level)
+    try:  # fail here, with one line, rather than in every worker with a traceback
+        load_catalog(settings.stores_dir)
+    except CatalogError as exc:
+        print(f"weft-mcp: {exc}", file=sys.stderr)
+        return 2
     uvicorn.run(
         "service.app:create_app",
         factory=True,

@@ -56,9 +56,9 @@ async def make_store(request: pytest.FixtureRequest, backend: str, key_prefix: s
         return store
 
     yield factory
-    for store in stores:
+    for store in stores:  # every key this test wrote starts with its key_prefix (other stores add a suffix)
         try:
-            keys = [key async for key in store.client.scan_iter(match=f"{store.key_prefix}:*", count=SCAN_COUNT)]
+            keys = [key async for key in store.client.scan_iter(match=f"{key_prefix}*", count=SCAN_COUNT)]
             if keys:
                 await store.client.delete(*keys)
         finally:
@@ -367,11 +367,13 @@ async def test_unreadable_line_is_skipped(store: CartStore) -> None:
 
 
 async def test_concurrent_adds_lose_nothing(make_store: StoreFactory) -> None:
-    """50 concurrent adds of 1 to one line end at exactly 50 (the script's read-modify-write is atomic)."""
+    """50 concurrent adds of 1 to one line end at exactly 50, and 50 more at 100 (the script's RMW is atomic)."""
     store = make_store(max_quantity=1000)
-    await asyncio.gather(*(add(store, "a") for _ in range(50)))
+    await asyncio.gather(*(add(store, "a") for _ in range(50)))  # racing to create the line
     assert quantities(await store.view(SESSION)) == {"a": 50}
-    assert json.loads((await raw(store))["a"])["qty"] == 50
+    await asyncio.gather(*(add(store, "a") for _ in range(50)))  # racing on an existing line
+    assert quantities(await store.view(SESSION)) == {"a": 100}
+    assert json.loads((await raw(store))["a"])["qty"] == 100
 
 
 def _add_in_process(redis_url: str, key_prefix: str, adds: int, start: Any) -> None:
