@@ -77,7 +77,7 @@ class CartStore:
     _TOUCH = """
 local function touch(key, now, ttl)
   redis.call('HSET', key, '_last_accessed', now)
-  if ttl > 0 then redis.call('EXPIRE', key, ttl) end
+  if ttl > 0 then redis.call('EXPIRE', key, ttl) else redis.call('PERSIST', key) end
   return redis.call('HGETALL', key)
 end
 local function line_count(key)
@@ -188,6 +188,7 @@ return {'ok', touch(KEYS[1], ARGV[2], tonumber(ARGV[1]))}
 
     async def add(self, session_key: str, product_id: str, quantity: int, name: str, price: Decimal) -> Cart:
         """Add ``quantity`` to the line, creating it (with name and price) when new."""
+        self._check(product_id, quantity, low=1, high=None)  # the script enforces the line's maximum
         tail = line_value_tail(name, price)
         return await self._run(
             self._add, session_key, product_id, quantity, tail, self.max_quantity, self.max_lines,
@@ -196,6 +197,7 @@ return {'ok', touch(KEYS[1], ARGV[2], tonumber(ARGV[1]))}
 
     async def set_quantity(self, session_key: str, product_id: str, quantity: int) -> Cart:
         """Set an existing line's quantity; 0 removes the line (and the key with the last one)."""
+        self._check(product_id, quantity, low=0, high=self.max_quantity)
         return await self._run(self._set_quantity, session_key, product_id, quantity, self.ttl_seconds, _now())
 
     async def remove(self, session_key: str, product_id: str) -> Cart:
@@ -226,6 +228,16 @@ return {'ok', touch(KEYS[1], ARGV[2], tonumber(ARGV[1]))}
 
     async def aclose(self) -> None:
         await self.client.aclose()
+
+    @staticmethod
+    def _check(product_id: str, quantity: int, *, low: int, high: int | None) -> None:
+        """The store's own guard, whatever its caller checked: bad values would corrupt a line."""
+        if not product_id or product_id.startswith("_"):
+            raise ValueError(f"not a product id: {product_id!r}")
+        if isinstance(quantity, bool) or not isinstance(quantity, int) or quantity < low:
+            raise ValueError(f"quantity must be an integer of at least {low}, not {quantity!r}")
+        if high is not None and quantity > high:
+            raise CartRejected("quantity_limit", 0)
 
     async def _run(self, script: Any, session_key: str, *args: Any) -> Cart:
         try:

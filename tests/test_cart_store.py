@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import multiprocessing
+import multiprocessing.synchronize
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -22,7 +23,7 @@ import pytest
 import pytest_asyncio
 import redis
 
-from service.carts import LAST_ACCESSED_FIELD, SCAN_COUNT, CartRejected, CartStore
+from service.carts import LAST_ACCESSED_FIELD, SCAN_COUNT, Cart, CartRejected, CartStore
 
 SESSION = "s1"
 HEBREW_NAME = "ריבת תות שדה"
@@ -71,7 +72,7 @@ async def store(make_store: StoreFactory) -> CartStore:
     return make_store()
 
 
-async def add(store: CartStore, product_id: str, quantity: int = 1, session: str = SESSION) -> Any:
+async def add(store: CartStore, product_id: str, quantity: int = 1, session: str = SESSION) -> Cart:
     return await store.add(session, product_id, quantity, f"Product {product_id}", PRICE)
 
 
@@ -83,7 +84,7 @@ async def exists(store: CartStore, session: str = SESSION) -> int:
     return int(await store.client.exists(store.cart_key(session)))
 
 
-def quantities(cart: Any) -> dict[str, int]:
+def quantities(cart: Cart) -> dict[str, int]:
     return {line.product_id: line.quantity for line in cart.lines}
 
 
@@ -219,7 +220,7 @@ async def test_removing_last_line_deletes_key(store: CartStore) -> None:
 async def test_change_of_absent_line_is_rejected_and_writes_nothing(store: CartStore, operation: str) -> None:
     """set_quantity/remove of a product not in the cart raise "not_in_cart" and write nothing."""
 
-    async def change(product: str) -> Any:
+    async def change(product: str) -> Cart:
         if operation == "remove":
             return await store.remove(SESSION, product)
         return await store.set_quantity(SESSION, product, 2)
@@ -286,6 +287,41 @@ async def test_sliding_ttl_is_refreshed_by_every_access(make_store: StoreFactory
     assert 90 < await store.client.ttl(key) <= 100
 
 
+async def test_turning_expiry_off_makes_existing_carts_permanent(make_store: StoreFactory) -> None:
+    """A cart written while a TTL was set stops expiring at its next access once the TTL setting is 0."""
+    with_ttl, without_ttl = make_store(ttl_seconds=100), make_store(ttl_seconds=0)
+    await add(with_ttl, "a")
+    assert await with_ttl.client.ttl(with_ttl.cart_key(SESSION)) > 0
+    await without_ttl.view(SESSION)
+    assert await without_ttl.client.ttl(without_ttl.cart_key(SESSION)) == -1
+
+
+# Bad calls are refused before anything is written
+
+
+@pytest.mark.parametrize(
+    ("call", "error"),
+    [
+        (lambda s: s.add(SESSION, "a", 0, "A", PRICE), ValueError),
+        (lambda s: s.add(SESSION, "a", -2, "A", PRICE), ValueError),
+        (lambda s: s.add(SESSION, "a", True, "A", PRICE), ValueError),
+        (lambda s: s.add(SESSION, LAST_ACCESSED_FIELD, 1, "A", PRICE), ValueError),
+        (lambda s: s.set_quantity(SESSION, "a", -1), ValueError),
+        (lambda s: s.set_quantity(SESSION, "a", 6), CartRejected),
+        (lambda s: s.remove(SESSION, LAST_ACCESSED_FIELD), ValueError),
+    ],
+)
+async def test_bad_store_calls_change_nothing(
+    store: CartStore, call: Callable[[CartStore], Awaitable[Cart]], error: type[Exception]
+) -> None:
+    """The store guards itself too: bad quantities or ids raise before the script runs."""
+    await add(store, "a", 2)
+    before = await raw(store)
+    with pytest.raises(error):
+        await call(store)
+    assert await raw(store) == before
+
+
 # 8. Isolation
 
 
@@ -324,11 +360,10 @@ async def test_count_carts_counts_only_this_prefix(store: CartStore, key_prefix:
 async def test_count_carts_is_exact_across_scan_pages(store: CartStore, monkeypatch: pytest.MonkeyPatch) -> None:
     """With more carts than one SCAN page (COUNT 1000) count_carts follows the cursor and counts each once."""
     total = 1200
-    stamp = str(int(time.time()))
+    line = {"a": '{"qty":1,"name":"x","price":"1.00"}', LAST_ACCESSED_FIELD: str(int(time.time()))}
     async with store.client.pipeline(transaction=False) as pipe:
         for i in range(total):
-            pipe.hset(store.cart_key(f"bulk-{i}"), mapping={"a": '{"qty":1,"name":"x","price":"1.00"}',
-                                                             LAST_ACCESSED_FIELD: stamp})  # fmt: skip
+            pipe.hset(store.cart_key(f"bulk-{i}"), mapping=line)
         await pipe.execute()
 
     scan = store.client.scan
@@ -376,7 +411,7 @@ async def test_concurrent_adds_lose_nothing(make_store: StoreFactory) -> None:
     assert json.loads((await raw(store))["a"])["qty"] == 100
 
 
-def _add_in_process(redis_url: str, key_prefix: str, adds: int, start: Any) -> None:
+def _add_in_process(redis_url: str, key_prefix: str, adds: int, start: multiprocessing.synchronize.Barrier) -> None:
     """Worker for the multi-process test: connect, wait for the other worker, then add 1 ``adds`` times."""
 
     async def run() -> None:
@@ -418,13 +453,48 @@ async def test_two_processes_adding_lose_nothing(store: CartStore, request: pyte
 # 13. One round trip per call
 
 
+async def test_each_cart_call_sends_one_client_command(store: CartStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Seen from the client, every cart call is one command: EVALSHA (scripts already loaded) or DEL for clear."""
+    await add(store, "a")
+    await add(store, "b")
+    await store.view(SESSION)
+    await store.set_quantity(SESSION, "a", 2)  # all three scripts are loaded now
+
+    sent: list[str] = []
+    execute_command = store.client.execute_command
+
+    async def recording_execute_command(*args: Any, **options: Any) -> Any:
+        sent.append(str(args[0]).upper())
+        return await execute_command(*args, **options)
+
+    monkeypatch.setattr(store.client, "execute_command", recording_execute_command)
+    observed: dict[str, list[str]] = {}
+    for name, call in [
+        ("add", lambda: add(store, "a")),
+        ("view", lambda: store.view(SESSION)),
+        ("set_quantity", lambda: store.set_quantity(SESSION, "a", 4)),
+        ("remove", lambda: store.remove(SESSION, "b")),
+        ("view_absent", lambda: store.view("absent")),
+        ("clear", lambda: store.clear(SESSION)),
+    ]:
+        sent.clear()
+        await call()
+        observed[name] = list(sent)
+    assert observed == {
+        "add": ["EVALSHA"], "view": ["EVALSHA"], "set_quantity": ["EVALSHA"], "remove": ["EVALSHA"],
+        "view_absent": ["EVALSHA"], "clear": ["DEL"],
+    }  # fmt: skip
+
+
 def _commandstats(client: redis.Redis) -> dict[str, dict[str, Any]]:
     return {name: dict(stats) for name, stats in client.info("commandstats").items()}
 
 
 @pytest.mark.redis
 @pytest.mark.parametrize("backend", ["redis"])
-async def test_each_cart_call_is_one_client_command(store: CartStore, request: pytest.FixtureRequest) -> None:
+async def test_commandstats_show_one_script_call_per_cart_call(
+    store: CartStore, request: pytest.FixtureRequest
+) -> None:
     """Each cart call sends one command: EVALSHA for add/view/set_quantity/remove, DEL for clear."""
     if os.environ.get("WEFT_TEST_REDIS_URL"):
         pytest.skip("CONFIG RESETSTAT is server-wide; not run against a shared WEFT_TEST_REDIS_URL server")
