@@ -289,7 +289,8 @@ async def test_sliding_ttl_is_refreshed_by_every_access(make_store: StoreFactory
 
 async def test_turning_expiry_off_makes_existing_carts_permanent(make_store: StoreFactory) -> None:
     """A cart written while a TTL was set stops expiring at its next access once the TTL setting is 0."""
-    with_ttl, without_ttl = make_store(ttl_seconds=100), make_store(ttl_seconds=0)
+    with_ttl = make_store(ttl_seconds=100)
+    without_ttl = CartStore(with_ttl.client, backend=with_ttl.backend, key_prefix=with_ttl.key_prefix, ttl_seconds=0)
     await add(with_ttl, "a")
     assert await with_ttl.client.ttl(with_ttl.cart_key(SESSION)) > 0
     await without_ttl.view(SESSION)
