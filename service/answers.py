@@ -7,11 +7,15 @@ from typing import Any
 
 from mcp_types import CallToolResult, TextContent
 
-from service.carts import Cart, CartRejected
+from service.carts import Cart, CartRejected, CartStorageError
 from service.catalog import DEFAULT_CURRENCY, Catalog, Product, SearchPage
 from service.sessions import Session
 
 STORAGE_UNAVAILABLE = "Cart storage unavailable, retry in a moment."
+STORAGE_UNAVAILABLE_MAYBE_SAVED = (
+    "Cart storage unavailable (no answer in time); the change may still have been saved, "
+    "so check view_cart before retrying."
+)
 
 
 def text_result(text: str, data: dict[str, Any]) -> CallToolResult:
@@ -86,6 +90,11 @@ def cart_text(payload: dict[str, Any], headline: str = "") -> str:
         for item in payload["items"]
     ]
     return "\n".join(lines)
+
+
+def storage_error_text(exc: CartStorageError, *, retry_safe: bool) -> str:
+    """A timed-out add may have run: say so, or the advice to retry would add twice."""
+    return STORAGE_UNAVAILABLE_MAYBE_SAVED if exc.maybe_applied and not retry_safe else STORAGE_UNAVAILABLE
 
 
 def rejection_text(exc: CartRejected, max_quantity: int) -> str:

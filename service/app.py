@@ -38,6 +38,7 @@ class McpEndpointGuard:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"].rstrip("/") == MCP_PATH:
+            scope = {**scope, "path": MCP_PATH}  # "/mcp/" too, rather than a redirect
             if scope["method"] == "GET":
                 # A stateless GET would hold an SSE stream open forever; there is nothing to stream.
                 response = JSONResponse(

@@ -21,6 +21,7 @@ from typing import Any
 import redis.asyncio as redis
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 logger = logging.getLogger(__name__)
@@ -32,7 +33,15 @@ SOCKET_TIMEOUT_SECONDS = 1.5
 
 
 class CartStorageError(RuntimeError):
-    """Redis did not answer (in time); the caller should retry later."""
+    """Redis did not answer (in time); the caller should retry later.
+
+    ``maybe_applied`` is true when the command was sent but no answer came: the script may
+    have run, so a change that is not idempotent must not be repeated blindly.
+    """
+
+    def __init__(self, message: str, *, maybe_applied: bool) -> None:
+        super().__init__(message)
+        self.maybe_applied = maybe_applied
 
 
 class CartRejected(ValueError):
@@ -255,7 +264,7 @@ def _now() -> int:
 
 def _storage_error(exc: RedisError) -> CartStorageError:
     logger.error("Cart storage failed: %s: %s", type(exc).__name__, exc)
-    return CartStorageError("cart storage unavailable, retry")
+    return CartStorageError("cart storage unavailable, retry", maybe_applied=isinstance(exc, RedisTimeoutError))
 
 
 def _parse_cart(flat: list[str]) -> Cart:

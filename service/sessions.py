@@ -26,8 +26,9 @@ MAX_RAW_KEY_LENGTH = 128
 
 _VISIBLE_ASCII = re.compile(r"^[\x21-\x7e]+$")
 # Glob and hash-tag characters would let an id widen a SCAN pattern or move a key to another
-# cluster slot; ids that start like a hashed key are hashed too, so the two spaces never meet.
-_UNSAFE_IN_KEY = re.compile(r"[{}*?\[\]\\\s]|^h-")
+# cluster slot; ids that start like a hashed key are hashed too, so the two spaces never meet,
+# and so is an explicit "default", which must not open the shared fallback cart.
+_UNSAFE_IN_KEY = re.compile(r"[{}*?\[\]\\\s]|^h-|^default$")
 
 
 class SessionError(ValueError):

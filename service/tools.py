@@ -22,6 +22,7 @@ from service.answers import (
     rejection_text,
     search_payload,
     search_text,
+    storage_error_text,
     text_result,
 )
 from service.arguments import (
@@ -104,7 +105,9 @@ def register_tools(server: MCPServer, shop: Shop) -> None:
         product = catalog.product(raw)
         return product.id if product else raw
 
-    async def cart_call(ctx: Context, change: Callable[[Session], Awaitable[Cart]], headline: str) -> CallToolResult:
+    async def cart_call(
+        ctx: Context, change: Callable[[Session], Awaitable[Cart]], headline: str, *, retry_safe: bool = True
+    ) -> CallToolResult:
         """Resolve the session, run one cart operation, answer; every failure becomes an isError result."""
         try:
             session = await session_of(ctx)
@@ -113,8 +116,8 @@ def register_tools(server: MCPServer, shop: Shop) -> None:
             return error_result(str(exc))
         except CartRejected as exc:
             return error_result(rejection_text(exc, max_quantity))
-        except CartStorageError:
-            return error_result(STORAGE_UNAVAILABLE)
+        except CartStorageError as exc:
+            return error_result(storage_error_text(exc, retry_safe=retry_safe))
         payload = cart_payload(session, cart, catalog)
         return text_result(cart_text(payload, headline), payload)
 
@@ -174,7 +177,7 @@ def register_tools(server: MCPServer, shop: Shop) -> None:
             assert product.price is not None  # purchasable() checked it
             return await carts.add(session.key, product.id, count, product.name, product.price)
 
-        return await cart_call(ctx, change, "Added to the cart.")
+        return await cart_call(ctx, change, "Added to the cart.", retry_safe=False)
 
     @server.tool(
         name="update_cart_item", description="Set the quantity of a line in this conversation's cart; 0 removes it."

@@ -93,7 +93,9 @@ class ServeProcess:
                 if self.process.poll() is not None:
                     code = self.process.returncode
                     self.process = None
-                    raise RuntimeError(f"weft-mcp serve exited with {code} before answering /healthz:\n{self.log_text()}")
+                    raise RuntimeError(
+                        f"weft-mcp serve exited with {code} before answering /healthz:\n{self.log_text()}"
+                    )
                 try:
                     if client.get(f"{self.url}/healthz").status_code == 200:
                         return self
@@ -102,7 +104,8 @@ class ServeProcess:
                 time.sleep(0.1)
         self.stop()
         raise TimeoutError(
-            f"weft-mcp serve on port {self.port} did not answer /healthz within {self.startup_timeout} s:\n{self.log_text()}"
+            f"weft-mcp serve on port {self.port} did not answer /healthz within {self.startup_timeout} s:\n"
+            + self.log_text()
         )
 
     def stop(self) -> None:
@@ -156,7 +159,10 @@ async def _burst(urls: Sequence[str], session_id: str, product_id: str, count: i
         async def one(index: int) -> bool:
             url = urls[(index + offset) % len(urls)]
             message = tool_call_message(
-                "add_to_cart", {"product_id": product_id, "quantity": 1}, meta={"sessionId": session_id}, request_id=index
+                "add_to_cart",
+                {"product_id": product_id, "quantity": 1},
+                meta={"sessionId": session_id},
+                request_id=index,
             )
             response = await client.post(url, json=message, headers=JSON_HEADERS)
             if response.status_code != 200:

@@ -169,7 +169,9 @@ async def test_sdk_client_stateless_2026_era(server: ServeProcess, product_ids: 
         tools = await client.list_tools()
         assert {tool.name for tool in tools.tools} == TOOL_NAMES
 
-        added = await client.call_tool("add_to_cart", {"product_id": product_ids[0], "quantity": 2}, meta={"sessionId": chat})
+        added = await client.call_tool(
+            "add_to_cart", {"product_id": product_ids[0], "quantity": 2}, meta={"sessionId": chat}
+        )
         assert not added.is_error, added.content[0].text
         viewed = await client.call_tool("view_cart", {}, meta={"sessionId": chat})
         assert not viewed.is_error, viewed.content[0].text
@@ -247,8 +249,17 @@ def test_raw_jsonrpc_two_conversations_stay_apart(redis_url: str, product_ids: l
         ({"openai/session": "oai-4"}, {"sessionId": "env-4"}, "oai-4", "openai/session"),
         ({"progressToken": 7}, {"sessionId": "env-5"}, "env-5", "envelope:sessionId"),
     ],
-    ids=["sessionId", "conversationId", "openai", "envelope", "envelope-conv", "all-three", "conv-over-openai",
-         "params-over-envelope", "other-params-meta"],  # fmt: skip
+    ids=[
+        "sessionId",
+        "conversationId",
+        "openai",
+        "envelope",
+        "envelope-conv",
+        "all-three",
+        "conv-over-openai",
+        "params-over-envelope",
+        "other-params-meta",
+    ],  # fmt: skip
 )
 def test_session_source_over_http(
     server: ServeProcess, meta: dict[str, Any] | None, envelope_meta: dict[str, Any] | None,
@@ -275,9 +286,6 @@ def test_no_session_id_falls_back_to_default_with_warning(server: ServeProcess) 
     assert re.search(r"WARNING .*No conversation id", server.log_text()), server.log_text()[-2000:]
 
 
-@pytest.mark.xfail(
-    reason="known bug: an explicit sessionId 'default' maps to the same key as the shared fallback cart", strict=False
-)
 def test_explicit_id_default_is_not_the_shared_fallback_cart(server: ServeProcess, product_ids: list[str]) -> None:
     ok(call(server, "clear_cart", meta={"sessionId": "default"}))
     ok(call(server, "add_to_cart", {"product_id": product_ids[0]}))  # no id: the shared fallback cart
@@ -286,11 +294,17 @@ def test_explicit_id_default_is_not_the_shared_fallback_cart(server: ServeProces
     assert view["items"] == [], "a conversation that calls itself 'default' sees the id-less callers' cart"
 
 
-def test_reject_mode_refuses_calls_without_an_id(redis_url: str, redis_client: redis.Redis, product_ids: list[str]) -> None:
+def test_reject_mode_refuses_calls_without_an_id(
+    redis_url: str, redis_client: redis.Redis, product_ids: list[str]
+) -> None:
     prefix = new_prefix()
     env = {"WEFT_REDIS_URL": redis_url, "WEFT_KEY_PREFIX": prefix, "WEFT_SESSION_FALLBACK": "reject"}
     with ServeProcess(env=env) as strict:
-        for name, arguments in (("add_to_cart", {"product_id": product_ids[0]}), ("view_cart", {}), ("debug_session", {})):
+        for name, arguments in (
+            ("add_to_cart", {"product_id": product_ids[0]}),
+            ("view_cart", {}),
+            ("debug_session", {}),
+        ):
             result = call(strict, name, arguments)
             assert result["isError"] is True, result
             assert "conversation id" in text_of(result)
@@ -319,7 +333,9 @@ def test_unsafe_ids_get_hashed_keys(
     # A unique tail per run keeps the module's shared prefix from mixing runs of one id.
     session_id = session_id + uuid.uuid4().hex[:6] if len(session_id) <= 120 else session_id[:-6] + uuid.uuid4().hex[:6]
     before = keys_under(redis_client, module_prefix)
-    added = ok(call(server, "add_to_cart", {"product_id": product_ids[2], "quantity": 3}, meta={"sessionId": session_id}))
+    added = ok(
+        call(server, "add_to_cart", {"product_id": product_ids[2], "quantity": 3}, meta={"sessionId": session_id})
+    )
     assert cart_quantities(added) == {product_ids[2]: 3}
     view = ok(call(server, "view_cart", meta={"sessionId": session_id}))
     assert cart_quantities(view) == {product_ids[2]: 3}
@@ -341,7 +357,9 @@ def test_unsafe_ids_get_hashed_keys(
 
 
 @pytest.mark.parametrize(
-    "bad_id", ["has space", "x" * 300, 42, "tab\tin", "ünicode"], ids=["space", "300-chars", "integer", "tab", "non-ascii"]
+    "bad_id",
+    ["has space", "x" * 300, 42, "tab\tin", "ünicode"],
+    ids=["space", "300-chars", "integer", "tab", "non-ascii"],
 )
 def test_invalid_ids_are_refused_and_write_nothing(
     server: ServeProcess, redis_client: redis.Redis, module_prefix: str, product_ids: list[str], bad_id: Any
@@ -390,12 +408,18 @@ def test_http_endpoints(server: ServeProcess) -> None:
     reply = json.loads(body)
     assert reply["id"] == 1 and reply["result"]["structuredContent"]["stores"], reply
 
+    slash = httpx.post(server.mcp_url + "/", json=tool_call_message("list_stores"), headers=JSON_HEADERS, timeout=5)
+    assert slash.status_code == 200 and slash.json()["result"]["structuredContent"]["stores"]
+
     assert httpx.get(f"{server.url}/healthz", timeout=5).status_code == 200
     ready = httpx.get(f"{server.url}/readyz", timeout=5)
     assert ready.status_code == 200 and ready.json()["status"] == "ready"
 
     evil = httpx.post(
-        server.mcp_url, json=tool_call_message("list_stores"), headers={**JSON_HEADERS, "Host": "shop.example.com"}, timeout=5
+        server.mcp_url,
+        json=tool_call_message("list_stores"),
+        headers={**JSON_HEADERS, "Host": "shop.example.com"},
+        timeout=5,
     )
     assert evil.status_code == 421
 
@@ -408,7 +432,9 @@ def test_allowed_hosts_setting(redis_url: str) -> None:
             response = httpx.post(behind_lb.mcp_url, json=message, headers={**JSON_HEADERS, "Host": host}, timeout=5)
             assert response.status_code == 200, (host, response.text)
             assert response.json()["result"]["structuredContent"]["stores"]
-        other = httpx.post(behind_lb.mcp_url, json=message, headers={**JSON_HEADERS, "Host": "evil.example.com"}, timeout=5)
+        other = httpx.post(
+            behind_lb.mcp_url, json=message, headers={**JSON_HEADERS, "Host": "evil.example.com"}, timeout=5
+        )
         assert other.status_code == 421
         status, _, body = _raw_post_without_accept(behind_lb, json.dumps(message).encode(), host="shop.example.com")
         assert status == 200, body
@@ -420,7 +446,9 @@ def test_allowed_hosts_setting(redis_url: str) -> None:
 def test_redis_outage_is_an_error_result_and_recovers(product_ids: list[str]) -> None:
     if shutil.which("redis-server") is None:
         if os.environ.get("WEFT_TEST_REQUIRE_REDIS") == "1":
-            pytest.fail("WEFT_TEST_REQUIRE_REDIS=1 but redis-server (needed to kill and restart a Redis) is not installed")
+            pytest.fail(
+                "WEFT_TEST_REQUIRE_REDIS=1 but redis-server (needed to kill and restart a Redis) is not installed"
+            )
         pytest.skip("redis-server is not installed")
     private = RedisProcess().start()
     port = private.port
@@ -437,16 +465,16 @@ def test_redis_outage_is_an_error_result_and_recovers(product_ids: list[str]) ->
             assert result["isError"] is True, result
             assert "storage unavailable" in text_of(result).lower()
             assert "Traceback" not in text_of(result) and "Error" not in text_of(result)
-            assert elapsed < 2.5, elapsed
+            assert elapsed < 3.0, elapsed
             for name in ("view_cart", "debug_session"):
                 started = time.monotonic()
                 result = call(shop, name, meta={"sessionId": chat})
                 assert result["isError"] is True and "storage unavailable" in text_of(result).lower(), result
-                assert time.monotonic() - started < 2.5
+                assert time.monotonic() - started < 3.0
 
             started = time.monotonic()
             ready = httpx.get(f"{shop.url}/readyz", timeout=5)
-            assert time.monotonic() - started < 2.5
+            assert time.monotonic() - started < 3.0
             assert ready.status_code == 503
             assert ready.json().get("reason"), ready.text
             assert shop.is_alive()
@@ -478,11 +506,11 @@ def test_hung_redis_answers_within_the_deadline(product_ids: list[str]) -> None:
                 for name, arguments in (("add_to_cart", {"product_id": product_ids[0]}), ("debug_session", {})):
                     started = time.monotonic()
                     result = call(shop, name, arguments, meta={"sessionId": chat})
-                    assert time.monotonic() - started < 2.5
+                    assert time.monotonic() - started < 3.0
                     assert result["isError"] is True and "storage unavailable" in text_of(result).lower(), result
                 started = time.monotonic()
                 ready = httpx.get(f"{shop.url}/readyz", timeout=5)
-                assert time.monotonic() - started < 2.5
+                assert time.monotonic() - started < 3.0
                 assert ready.status_code == 503 and ready.json()["reason"]
             finally:
                 os.kill(pid, signal.SIGCONT)
@@ -513,14 +541,18 @@ def test_workers_without_redis_exit_with_a_message() -> None:
 
 def test_workers_with_redis_serve(redis_url: str, redis_client: redis.Redis, product_ids: list[str]) -> None:
     prefix = new_prefix()
-    with ServeProcess(env={"WEFT_REDIS_URL": redis_url, "WEFT_KEY_PREFIX": prefix}, extra_args=["--workers", "2"]) as pool:
+    with ServeProcess(
+        env={"WEFT_REDIS_URL": redis_url, "WEFT_KEY_PREFIX": prefix}, extra_args=["--workers", "2"]
+    ) as pool:
         assert httpx.get(f"{pool.url}/healthz", timeout=5).status_code == 200
         chat = new_id("workers")
         for _ in range(4):  # a few calls, so both workers are likely to answer one
             ok(call(pool, "add_to_cart", {"product_id": product_ids[0]}, meta={"sessionId": chat}))
         assert cart_quantities(ok(call(pool, "view_cart", meta={"sessionId": chat}))) == {product_ids[0]: 4}
         assert keys_under(redis_client, prefix) == {f"{prefix}:cart:{{{chat}}}"}
-        assert len(set(re.findall(r"\[(\d+)\] uvicorn\.error: Started server process", pool.log_text()))) == 2, pool.log_text()
+        assert len(set(re.findall(r"\[(\d+)\] uvicorn\.error: Started server process", pool.log_text()))) == 2, (
+            pool.log_text()
+        )
 
 
 # ---------------------------------------------------------------- 9: concurrency across servers and processes

@@ -37,12 +37,18 @@ def test_invalid_ids_are_rejected_not_guessed(bad: object) -> None:
         resolve_session({"sessionId": bad}, {"sessionId": "other"}, "default")
 
 
-@pytest.mark.parametrize("unsafe", ["a*", "a?b", "[ab]", "{tag}", "back\\slash", "h-0123", "x" * 129, "y" * 256])
+@pytest.mark.parametrize(
+    "unsafe", ["default", "a*", "a?b", "[ab]", "{tag}", "back\\slash", "h-0123", "x" * 129, "y" * 256]
+)
 def test_unsafe_ids_are_hashed(unsafe: str) -> None:
     key = session_key(unsafe)
     assert re.fullmatch(r"h-[0-9a-f]{32}", key)
     assert key == session_key(unsafe)  # stable
     assert resolve_session({"sessionId": unsafe}, None, "default").key == key
+
+
+def test_an_explicit_default_id_is_not_the_fallback_cart() -> None:
+    assert resolve_session({"sessionId": "default"}, None, "default").key != resolve_session({}, None, "default").key
 
 
 def test_safe_ids_stay_readable() -> None:

@@ -236,3 +236,21 @@ async def test_storage_failure_is_a_short_error(shop: Shop) -> None:
         shop.carts._add = broken  # type: ignore[method-assign]
         text = await Chat(client, "x").error("add_to_cart", product_id=OATS)
         assert text == "Cart storage unavailable, retry in a moment."
+
+
+async def test_timed_out_add_says_it_may_have_been_saved(shop: Shop) -> None:
+    """A script that timed out may have run: repeating an add blindly would add twice."""
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    async def timed_out(*args: Any, **kwargs: Any) -> Any:
+        raise RedisTimeoutError("Timeout reading from socket")
+
+    shop.carts._add = timed_out  # type: ignore[method-assign]
+    shop.carts._set_quantity = timed_out  # type: ignore[method-assign]
+    async with Client(create_server(shop)) as client:
+        chat = Chat(client, "x")
+        assert "check view_cart before retrying" in await chat.error("add_to_cart", product_id=OATS)
+        # setting a quantity is idempotent: retrying is the right advice
+        assert await chat.error("update_cart_item", product_id=OATS, quantity=2) == (
+            "Cart storage unavailable, retry in a moment."
+        )
