@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -219,15 +220,20 @@ return {'ok', touch(KEYS[1], ARGV[2], tonumber(ARGV[1]))}
             raise _storage_error(exc) from exc
         return EMPTY_CART
 
-    async def count_carts(self) -> int:
-        """Carts that exist, counted with ``SCAN MATCH <prefix>:cart:* COUNT 1000`` (never KEYS)."""
+    async def scan_cart_keys(self) -> AsyncIterator[str]:
+        """Every cart key, by ``SCAN MATCH <prefix>:cart:* COUNT 1000`` (never KEYS, which blocks Redis)."""
         try:
-            count = 0
-            async for _ in self.client.scan_iter(match=self.cart_pattern, count=SCAN_COUNT):
-                count += 1
-            return count
+            async for key in self.client.scan_iter(match=self.cart_pattern, count=SCAN_COUNT):
+                yield key
         except RedisError as exc:
             raise _storage_error(exc) from exc
+
+    async def count_carts(self) -> int:
+        """Carts that exist (SCAN may return a key twice while Redis resizes its table: a rare overcount)."""
+        count = 0
+        async for _ in self.scan_cart_keys():
+            count += 1
+        return count
 
     async def ping(self) -> None:
         try:
