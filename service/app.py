@@ -13,15 +13,19 @@ from contextlib import asynccontextmanager
 import anyio
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from service.auth import build_auth, install_reload_on_sighup
 from service.carts import CartStorageError, CartStore
 from service.catalog import load_catalog
 from service.config import Settings
-from service.logs import configure_logging
+from service.logs import RequestIdMiddleware, configure_logging
+from service.metrics import mark_worker_dead, metrics_endpoint
+from service.shutdown import Drain
 from service.tools import Shop, create_server
 
 logger = logging.getLogger(__name__)
@@ -69,28 +73,39 @@ def transport_security(settings: Settings) -> TransportSecuritySettings:
 def create_app(settings: Settings | None = None) -> Starlette:
     """Build one worker's app; uvicorn calls this in every worker process (``factory=True``)."""
     settings = settings or Settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     catalog = load_catalog(settings.stores_dir)
     carts = CartStore.connect(
         settings.redis_url,
+        cluster=settings.redis_cluster,
+        sentinels=settings.redis_sentinels,
+        sentinel_service=settings.redis_sentinel_service,
         key_prefix=settings.key_prefix,
         ttl_seconds=settings.cart_ttl_seconds,
         max_quantity=settings.max_quantity,
         max_lines=settings.max_cart_lines,
     )
-    server = create_server(Shop(catalog=catalog, carts=carts, settings=settings))
+    auth = build_auth(settings)  # None unless WEFT_AUTH_TOKENS_FILE or the WEFT_AUTH_JWKS_URL trio is set
+    server = create_server(Shop(catalog=catalog, carts=carts, settings=settings), auth)
     mcp_app = server.streamable_http_app(
         streamable_http_path=MCP_PATH,
         json_response=True,
         stateless_http=True,
+        max_request_body_size=settings.max_body_bytes,  # 413 before parsing
         transport_security=transport_security(settings),
         host=settings.host,
     )
 
+    drain = Drain(settings.shutdown_drain_seconds)
+
     async def healthz(request: Request) -> JSONResponse:
-        return JSONResponse({"status": "ok"})
+        # "client": the caller's address as this worker sees it (X-Forwarded-For only from WEFT_TRUSTED_PROXIES).
+        client = request.client.host if request.client else None
+        return JSONResponse({"status": "ok", "client": client})
 
     async def readyz(request: Request) -> JSONResponse:
+        if drain.draining:
+            return JSONResponse({"status": "draining", "reason": "shutting down (SIGTERM)"}, status_code=503)
         try:
             with anyio.fail_after(READY_TIMEOUT_SECONDS):
                 await carts.ping()
@@ -102,6 +117,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with server.session_manager.run():
+            restore_sighup = install_reload_on_sighup(auth.verifier) if auth else (lambda: None)
+            restore_sigterm = drain.install()
             try:
                 await carts.ping()
                 logger.info("Cart storage ready: %s", carts.backend)
@@ -110,13 +127,19 @@ def create_app(settings: Settings | None = None) -> Starlette:
             try:
                 yield
             finally:
+                restore_sighup()
+                restore_sigterm()
                 await carts.aclose()
+                logger.info("Cart storage closed: %s", carts.backend)
+                mark_worker_dead()
 
     return Starlette(
         routes=[
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
+            Route("/metrics", metrics_endpoint, methods=["GET"]),
             Mount("/", app=McpEndpointGuard(mcp_app)),
         ],
         lifespan=lifespan,
+        middleware=[Middleware(RequestIdMiddleware)],  # X-Request-ID, and the request id of JSON log lines
     )

@@ -14,16 +14,20 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import redis.asyncio as redis
-from redis.backoff import NoBackoff
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.retry import Retry
+
+from service.metrics import REDIS_ERRORS
+from service.redis_clients import close_client, open_client
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +35,12 @@ LAST_ACCESSED_FIELD = "_last_accessed"
 SCAN_COUNT = 1000
 CONNECT_TIMEOUT_SECONDS = 1.0
 SOCKET_TIMEOUT_SECONDS = 1.5
+# Retried, with backoff, only where a repeat cannot apply a change twice (view, set/remove,
+# clear, count, ping), and only on connection errors: a refused or reset connection fails at
+# once, so three tries stay well inside the 2 s budget, while a timeout (1.5 s) is never retried.
+IDEMPOTENT_RETRY = AsyncRetry(
+    ExponentialWithJitterBackoff(cap=0.25, base=0.05), retries=2, supported_errors=(RedisConnectionError,)
+)
 
 
 class CartStorageError(RuntimeError):
@@ -169,22 +179,33 @@ return {'ok', touch(KEYS[1], ARGV[2], tonumber(ARGV[1]))}
         self._view = client.register_script(self.VIEW_SCRIPT)
 
     @classmethod
-    def connect(cls, redis_url: str | None, **options: Any) -> CartStore:
-        """A store on ``redis_url``, or on an in-process fakeredis when it is ``None``."""
-        if redis_url is None:
+    def connect(
+        cls,
+        redis_url: str | None,
+        *,
+        cluster: bool = False,
+        sentinels: Sequence[str] = (),
+        sentinel_service: str = "mymaster",
+        **options: Any,
+    ) -> CartStore:
+        """A store on one Redis, a Redis Cluster or a Sentinel-watched primary; fakeredis when none is named.
+
+        The same scripts serve every topology: each touches only ``KEYS[1]``, one cart whose hash
+        tag pins it to one cluster slot. No client retries blindly (see ``service.redis_clients``).
+        """
+        if redis_url is None and not sentinels:
             import fakeredis
 
             return cls(fakeredis.FakeAsyncRedis(decode_responses=True), backend="embedded", **options)
-        client = redis.Redis.from_url(
+        client, backend = open_client(
             redis_url,
-            decode_responses=True,
-            socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
+            cluster=cluster,
+            sentinels=sentinels,
+            sentinel_service=sentinel_service,
+            connect_timeout=CONNECT_TIMEOUT_SECONDS,
             socket_timeout=SOCKET_TIMEOUT_SECONDS,
-            # No blind retries: a timed-out script may have run, and running it again would add twice.
-            retry=Retry(NoBackoff(), 0),
-            health_check_interval=30,
         )
-        return cls(client, backend="redis", **options)
+        return cls(client, backend=backend, **options)
 
     def cart_key(self, session_key: str) -> str:
         return f"{self.key_prefix}:cart:{{{session_key}}}"
@@ -194,7 +215,7 @@ return {'ok', touch(KEYS[1], ARGV[2], tonumber(ARGV[1]))}
         return f"{self.key_prefix}:cart:*"
 
     async def view(self, session_key: str) -> Cart:
-        return await self._run(self._view, session_key, self.ttl_seconds, _now())
+        return await self._run(self._view, session_key, self.ttl_seconds, _now(), idempotent=True)
 
     async def add(self, session_key: str, product_id: str, quantity: int, name: str, price: Decimal) -> Cart:
         """Add ``quantity`` to the line, creating it (with name and price) when new."""
@@ -208,16 +229,15 @@ return {'ok', touch(KEYS[1], ARGV[2], tonumber(ARGV[1]))}
     async def set_quantity(self, session_key: str, product_id: str, quantity: int) -> Cart:
         """Set an existing line's quantity; 0 removes the line (and the key with the last one)."""
         self._check(product_id, quantity, low=0, high=self.max_quantity)
-        return await self._run(self._set_quantity, session_key, product_id, quantity, self.ttl_seconds, _now())
+        return await self._run(
+            self._set_quantity, session_key, product_id, quantity, self.ttl_seconds, _now(), idempotent=True
+        )
 
     async def remove(self, session_key: str, product_id: str) -> Cart:
         return await self.set_quantity(session_key, product_id, 0)
 
     async def clear(self, session_key: str) -> Cart:
-        try:
-            await self.client.delete(self.cart_key(session_key))
-        except RedisError as exc:
-            raise _storage_error(exc) from exc
+        await _call(lambda: self.client.delete(self.cart_key(session_key)), idempotent=True)
         return EMPTY_CART
 
     async def scan_cart_keys(self) -> AsyncIterator[str]:
@@ -230,19 +250,20 @@ return {'ok', touch(KEYS[1], ARGV[2], tonumber(ARGV[1]))}
 
     async def count_carts(self) -> int:
         """Carts that exist (SCAN may return a key twice while Redis resizes its table: a rare overcount)."""
-        count = 0
-        async for _ in self.scan_cart_keys():
-            count += 1
-        return count
+
+        async def count() -> int:  # a retry starts the scan over
+            found = 0
+            async for _ in self.client.scan_iter(match=self.cart_pattern, count=SCAN_COUNT):
+                found += 1
+            return found
+
+        return await _call(count, idempotent=True)
 
     async def ping(self) -> None:
-        try:
-            await self.client.ping()
-        except RedisError as exc:
-            raise _storage_error(exc) from exc
+        await _call(self.client.ping, idempotent=True)
 
     async def aclose(self) -> None:
-        await self.client.aclose()
+        await close_client(self.client)
 
     @staticmethod
     def _check(product_id: str, quantity: int, *, low: int, high: int | None) -> None:
@@ -254,11 +275,9 @@ return {'ok', touch(KEYS[1], ARGV[2], tonumber(ARGV[1]))}
         if high is not None and quantity > high:
             raise CartRejected("quantity_limit", 0)
 
-    async def _run(self, script: Any, session_key: str, *args: Any) -> Cart:
-        try:
-            status, payload = await script(keys=[self.cart_key(session_key)], args=list(args))
-        except RedisError as exc:
-            raise _storage_error(exc) from exc
+    async def _run(self, script: Any, session_key: str, *args: Any, idempotent: bool = False) -> Cart:
+        keys = [self.cart_key(session_key)]
+        status, payload = await _call(lambda: script(keys=keys, args=list(args)), idempotent=idempotent)
         if status != "ok":
             raise CartRejected(str(status), int(payload))
         return _parse_cart(payload)
@@ -268,9 +287,35 @@ def _now() -> int:
     return int(time.time())
 
 
+async def _call(do: Callable[[], Awaitable[Any]], *, idempotent: bool) -> Any:
+    """One Redis call; an idempotent one is retried on connection errors (``IDEMPOTENT_RETRY``)."""
+    try:
+        if idempotent:
+            return await IDEMPOTENT_RETRY.call_with_retry(do, _note_failure, with_failure_count=True)
+        return await do()
+    except RedisError as exc:
+        raise _storage_error(exc) from exc
+
+
+async def _note_failure(error: Exception, failures: int) -> None:
+    tries = IDEMPOTENT_RETRY.get_retries() + 1
+    logger.info("Cart storage attempt %d of %d failed: %s: %s", failures, tries, type(error).__name__, error)
+
+
 def _storage_error(exc: RedisError) -> CartStorageError:
     logger.error("Cart storage failed: %s: %s", type(exc).__name__, exc)
-    return CartStorageError("cart storage unavailable, retry", maybe_applied=isinstance(exc, RedisTimeoutError))
+    REDIS_ERRORS.labels(type(exc).__name__).inc()
+    return CartStorageError("cart storage unavailable, retry", maybe_applied=not _never_sent(exc))
+
+
+def _never_sent(exc: RedisError) -> bool:
+    """True only when the failure was in connecting, so no command reached Redis.
+
+    A timeout or a connection dropped after sending may follow a script that ran. redis-py
+    says "Error N connecting to host:port" for a failed connect; any other wording counts as
+    "may have run", which errs on the safe side.
+    """
+    return isinstance(exc, RedisConnectionError) and not isinstance(exc, RedisTimeoutError) and "connecting" in str(exc)
 
 
 def _parse_cart(flat: list[str]) -> Cart:

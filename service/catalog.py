@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin
 
+from service.search_index import SearchIndex
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_CURRENCY = "ILS"
@@ -113,6 +115,13 @@ class Catalog:
     def __init__(self, stores: Sequence[Store]) -> None:
         self.stores = {store.id: store for store in stores}
         self._products = {p.id: p for store in stores for p in store.products}
+        # search: one inverted index over all stores in order; each store is a span of positions
+        self._spans: dict[str, range] = {}
+        for store in stores:
+            start = sum(len(span) for span in self._spans.values())
+            self._spans[store.id] = range(start, start + len(store.products))
+        self._in_order = [p for store in stores for p in store.products]
+        self._index = SearchIndex(self._in_order)
 
     def product(self, product_id: str) -> Product | None:
         """The product an id names; positional ids of the original server are still understood."""
@@ -144,24 +153,17 @@ class Catalog:
         page: int = 1,
         page_size: int = 12,
     ) -> SearchPage:
-        """Every query word must appear in name, category or description; best matches first."""
+        """Every query word must appear in name, category or description; best matches first (see ``_score``).
+
+        Answered by ``SearchIndex`` (an inverted index of the catalog's tokens), whose results are
+        those of scanning every product with ``_score``, without the scan.
+        """
         words = normalize(query).split()
-        wanted_category = normalize(category).strip() if category else None
-        stores = [self.stores[store_id]] if store_id else list(self.stores.values())
-        scored: list[tuple[float, int, Product]] = []
-        position = 0
-        for store in stores:
-            for product in store.products:
-                position += 1
-                if wanted_category and not any(normalize(c).strip() == wanted_category for c in product.categories):
-                    continue
-                if words and not all(word in product.search_text for word in words):
-                    continue
-                scored.append((-_score(product, words) if words else 0.0, position, product))
-        if words:
-            scored.sort(key=lambda item: (item[0], item[1]))
+        wanted_category = (normalize(category).strip() if category else None) or None
+        span = self._spans[store_id] if store_id else range(len(self._in_order))
         start = (page - 1) * page_size
-        return SearchPage([item[2] for item in scored[start : start + page_size]], len(scored), page, page_size)
+        positions, total = self._index.search(words, wanted_category, span, start, page_size)
+        return SearchPage([self._in_order[p] for p in positions], total, page, page_size)
 
 
 def _score(product: Product, words: list[str]) -> float:

@@ -1,17 +1,21 @@
-"""``weft-mcp serve``: run the service with uvicorn (one process, or N worker processes)."""
+"""``weft-mcp serve``: run the service with uvicorn (one process, or N worker processes); ``weft-mcp sessions``."""
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
 import uvicorn
 
+from service.auth import TokensFileError, build_auth
 from service.catalog import CatalogError, load_catalog
 from service.config import Settings
 from service.logs import configure_logging
+from service.metrics import prepare_multiprocess_dir
+from service.operator_cli import add_sessions_parser, run_sessions
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -23,7 +27,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument(
         "--workers", type=int, help="worker processes (env WEFT_WORKERS, default 1); >1 needs WEFT_REDIS_URL"
     )
+    add_sessions_parser(commands)
     args = parser.parse_args(argv)
+    if args.command == "sessions":
+        return run_sessions(args)
     return _serve(args)
 
 
@@ -45,12 +52,16 @@ def _serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
+    prepare_multiprocess_dir(settings.workers)  # before workers start: /metrics sums every worker's samples
     try:  # fail here, with one line, rather than in every worker with a traceback
         load_catalog(settings.stores_dir)
-    except CatalogError as exc:
+        build_auth(settings)  # an unreadable or malformed WEFT_AUTH_TOKENS_FILE
+    except (CatalogError, TokensFileError) as exc:
         print(f"weft-mcp: {exc}", file=sys.stderr)
         return 2
+    # After a graceful stop uvicorn re-raises the SIGTERM it caught; exiting 0 then is the answer to a stop request.
+    signal.signal(signal.SIGTERM, _stopped)
     uvicorn.run(
         "service.app:create_app",
         factory=True,
@@ -59,8 +70,24 @@ def _serve(args: argparse.Namespace) -> int:
         workers=settings.workers,
         log_config=None,
         timeout_graceful_shutdown=10,
+        **proxy_options(settings),
     )
     return 0
+
+
+def proxy_options(settings: Settings) -> dict[str, object]:
+    """uvicorn believes ``X-Forwarded-For``/``-Proto`` only from ``WEFT_TRUSTED_PROXIES`` (default: from nobody).
+
+    uvicorn's own default trusts 127.0.0.1; ours trusts no one until told, so a service that is
+    reachable directly never takes a client's word for its address.
+    """
+    if not settings.trusted_proxies:
+        return {"proxy_headers": False}
+    return {"proxy_headers": True, "forwarded_allow_ips": ",".join(settings.trusted_proxies)}
+
+
+def _stopped(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 if __name__ == "__main__":

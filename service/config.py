@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 LOCAL_HOSTS = ["127.0.0.1", "localhost", "[::1]"]
@@ -28,17 +28,55 @@ class Settings(BaseSettings):
     max_quantity: int = Field(default=99, ge=1, le=1_000_000)
     max_cart_lines: int = Field(default=100, ge=1, le=10_000)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    log_format: Literal["text", "json"] = Field(default="text", description="json = one JSON object per line.")
     debug_tool: bool = True
+    max_body_bytes: int = Field(default=1_048_576, ge=1, description="Bigger POST bodies get 413, unparsed.")
+    auth_tokens_file: Path | None = Field(default=None, description="Lines '<token> <subject>'; SIGHUP rereads.")
+    auth_jwks_url: str | None = Field(default=None, description="OAuth resource server: the issuer's JWKS URL.")
+    auth_issuer: str | None = None
+    auth_audience: str | None = Field(default=None, description="This server's public MCP URL, the tokens' aud.")
+    redis_cluster: bool = Field(default=False, description="WEFT_REDIS_URL names any node of a Redis Cluster.")
+    redis_sentinels: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="host:port of Sentinels; set = find the primary through them."
+    )
+    redis_sentinel_service: str = Field(default="mymaster", min_length=1, description="The Sentinels' master name.")
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Addresses/CIDRs whose X-Forwarded-For/-Proto are believed; empty = none."
+    )
+    shutdown_drain_seconds: float = Field(
+        default=5.0, ge=0, le=300, description="After SIGTERM, /readyz says 503 this long before the server stops."
+    )
 
-    @field_validator("redis_url", mode="before")
+    @field_validator("redis_url", "stores_dir", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("allowed_hosts", mode="before")
+    @field_validator("auth_tokens_file", "auth_jwks_url", "auth_issuer", "auth_audience", mode="before")
+    @classmethod
+    def _blank_auth_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _one_auth_mode(self) -> Settings:
+        """Auth is off, a tokens file, or a whole JWT trio; a half-configured JWT mode would fail open or shut."""
+        jwt_parts = {"WEFT_AUTH_JWKS_URL": self.auth_jwks_url, "WEFT_AUTH_ISSUER": self.auth_issuer,
+                     "WEFT_AUTH_AUDIENCE": self.auth_audience}  # fmt: skip
+        missing = [name for name, value in jwt_parts.items() if value is None]
+        if 0 < len(missing) < len(jwt_parts):
+            raise ValueError(f"JWT authentication needs all of {', '.join(jwt_parts)}; missing {', '.join(missing)}")
+        if not missing and self.auth_tokens_file is not None:
+            raise ValueError("set either WEFT_AUTH_TOKENS_FILE or the WEFT_AUTH_JWKS_URL trio, not both")
+        if not missing and not str(self.auth_audience).startswith(("https://", "http://")):
+            raise ValueError(
+                "WEFT_AUTH_AUDIENCE must be this server's public MCP URL, like https://shop.example.com/mcp"
+            )
+        return self
+
+    @field_validator("allowed_hosts", "redis_sentinels", "trusted_proxies", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
-        """``WEFT_ALLOWED_HOSTS=shop.example.com,10.0.0.5:8000`` (comma-separated, ``*`` = any)."""
+        """``WEFT_ALLOWED_HOSTS=shop.example.com,10.0.0.5:8000`` (comma-separated, ``*`` = any); same for lists."""
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
@@ -50,4 +88,23 @@ class Settings(BaseSettings):
 
     @property
     def uses_embedded_store(self) -> bool:
-        return self.redis_url is None
+        return self.redis_url is None and not self.redis_sentinels
+
+    @model_validator(mode="after")
+    def _one_redis_topology(self) -> Settings:
+        """Cluster and Sentinel are two different deployments; a cluster needs a node to start from."""
+        if self.redis_cluster and self.redis_sentinels:
+            raise ValueError("set either WEFT_REDIS_CLUSTER=true or WEFT_REDIS_SENTINELS, not both")
+        if self.redis_cluster and self.redis_url is None:
+            raise ValueError("WEFT_REDIS_CLUSTER=true needs WEFT_REDIS_URL naming a node, like redis://10.0.0.5:6379")
+        for sentinel in self.redis_sentinels:
+            host, _, port = sentinel.rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"WEFT_REDIS_SENTINELS takes host:port items, not {sentinel!r}")
+        return self
+
+    @property
+    def auth_mode(self) -> Literal["off", "tokens_file", "jwt"]:
+        if self.auth_tokens_file is not None:
+            return "tokens_file"
+        return "jwt" if self.auth_jwks_url is not None else "off"

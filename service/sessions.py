@@ -15,6 +15,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from service.logs import session_var
+from service.metrics import FALLBACK_CALLS
+
 logger = logging.getLogger(__name__)
 
 FALLBACK_SESSION_ID = "default"
@@ -27,8 +30,10 @@ MAX_RAW_KEY_LENGTH = 128
 _VISIBLE_ASCII = re.compile(r"^[\x21-\x7e]+$")
 # Glob and hash-tag characters would let an id widen a SCAN pattern or move a key to another
 # cluster slot; ids that start like a hashed key are hashed too, so the two spaces never meet,
-# and so is an explicit "default", which must not open the shared fallback cart.
-_UNSAFE_IN_KEY = re.compile(r"[{}*?\[\]\\\s]|^h-|^default$")
+# and so is an explicit "default", which must not open the shared fallback cart. Ids starting
+# like a user-scoped key (``u-``, see ``scoped``) are hashed for the same reason.
+_UNSAFE_IN_KEY = re.compile(r"[{}*?\[\]\\\s]|^[hu]-|^default$")
+SUBJECT_TAG_DIGITS = 16
 
 
 class SessionError(ValueError):
@@ -99,21 +104,40 @@ def resolve_session(
     return Session(id=FALLBACK_SESSION_ID, source=FALLBACK_SOURCE, key=FALLBACK_SESSION_ID)
 
 
+def scoped(session: Session, subject: str | None) -> Session:
+    """With authentication on, a cart belongs to a user: ``u-<16 hex of SHA-256(subject)>.<key>``.
+
+    One conversation id under two users is two carts; the subject itself (an email, say)
+    never appears in a key, and the key stays inside one ``{...}`` hash tag.
+    """
+    if subject is None:
+        return session
+    tag = hashlib.sha256(subject.encode("utf-8", "surrogatepass")).hexdigest()[:SUBJECT_TAG_DIGITS]
+    return Session(id=session.id, source=session.source, key=f"u-{tag}.{session.key}")
+
+
 async def calling_session(
-    params_meta: Mapping[str, Any] | None, http_request: Any, fallback: Literal["default", "reject"]
+    params_meta: Mapping[str, Any] | None,
+    http_request: Any,
+    fallback: Literal["default", "reject"],
+    subject: str | None = None,
 ) -> Session:
     """The session of one tool call, logged as the guide did (a WARNING for every fallback call).
 
     ``params_meta`` is the SDK request context's ``meta`` (the original server read
     ``getattr(params, '_meta')``, which the SDK never fills). The envelope's top-level
     ``_meta`` is dropped by the SDK's models, so it is read from the HTTP request's cached
-    body, and only when ``params._meta`` names no conversation.
+    body, and only when ``params._meta`` names no conversation. ``subject`` (the bearer
+    token's, when auth is on) scopes the key to its user.
     """
     if isinstance(params_meta, Mapping) and any(params_meta.get(name) is not None for name in PARAMS_META_KEYS):
         session = resolve_session(params_meta, None, fallback)
     else:
         session = resolve_session(None, await _envelope_meta(http_request), fallback)
+    session = scoped(session, subject)
+    session_var.set(session.short_id)  # for JSON log lines of the rest of this call
     if session.is_fallback:
+        FALLBACK_CALLS.inc()
         logger.warning("No conversation id in _meta: using the shared %r cart", session.id)
     else:
         logger.info("Using session ID: %s (from %s)", session.short_id, session.source)

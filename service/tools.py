@@ -33,9 +33,11 @@ from service.arguments import (
     short_text,
     whole_number,
 )
+from service.auth import AuthSetup, caller_subject
 from service.carts import Cart, CartRejected, CartStorageError, CartStore
 from service.catalog import Catalog, Product
 from service.config import Settings
+from service.metrics import ToolMetrics
 from service.sessions import Session, SessionError, calling_session
 
 logger = logging.getLogger(__name__)
@@ -72,10 +74,22 @@ class Shop:
     settings: Settings
 
 
-def create_server(shop: Shop) -> MCPServer:
-    """The MCP server with the tools of DESIGN.md bound to ``shop``."""
-    server = MCPServer(name="weft", version=__version__, instructions=INSTRUCTIONS, log_level=shop.settings.log_level)
+def create_server(shop: Shop, auth: AuthSetup | None = None) -> MCPServer:
+    """The MCP server with the tools of DESIGN.md bound to ``shop``; ``auth`` turns on bearer tokens."""
+    server = MCPServer(
+        name="weft",
+        version=__version__,
+        instructions=INSTRUCTIONS,
+        log_level=shop.settings.log_level,
+        token_verifier=auth.verifier if auth else None,
+        auth=auth.settings if auth else None,
+    )
     register_tools(server, shop)
+
+    async def tool_names() -> list[str]:
+        return [tool.name for tool in await server.list_tools()]
+
+    server.middleware.append(ToolMetrics(tool_names))  # /metrics: every tool call counted and timed
     return server
 
 
@@ -88,7 +102,8 @@ def register_tools(server: MCPServer, shop: Shop) -> None:
 
     async def session_of(ctx: Context) -> Session:
         request = ctx.request_context
-        return await calling_session(request.meta, request.request, settings.session_fallback)
+        subject = caller_subject(request.request)  # with auth on, the cart key is the user's too
+        return await calling_session(request.meta, request.request, settings.session_fallback, subject)
 
     def purchasable(product_id: Any) -> Product:
         raw = product_id_text(product_id)

@@ -32,6 +32,7 @@ def serve_env(overrides: Mapping[str, str] | None = None) -> dict[str, str]:
     """The parent's environment without ``WEFT_*`` (so the developer's settings never leak in), plus overrides."""
     env = {name: value for name, value in os.environ.items() if not name.startswith("WEFT_")}
     env["PYTHONUNBUFFERED"] = "1"
+    env["WEFT_SHUTDOWN_DRAIN_SECONDS"] = "0"  # stop() at once, unless a test overrides it
     env.update(overrides or {})
     return env
 
@@ -175,3 +176,50 @@ async def _burst(urls: Sequence[str], session_id: str, product_id: str, count: i
 def add_burst(urls: Sequence[str], session_id: str, product_id: str, count: int, offset: int = 0) -> list[bool]:
     """``count`` concurrent ``add_to_cart`` quantity 1 calls, alternating over ``urls``; for a client OS process."""
     return asyncio.run(_burst(urls, session_id, product_id, count, offset))
+
+
+# ---------------------------------------------------------------- many adds, with what each one got back
+
+AddCall = tuple[str, str]  # (session id, product id); each call adds quantity 1
+
+
+async def _add_calls(urls: Sequence[str], calls: Sequence[AddCall], tasks: int, offset: int) -> list[bool | None]:
+    """``tasks`` concurrent tasks share ``calls``; each outcome is True (acknowledged: the answer showed
+    the add), False (an ``isError`` answer) or None (no answer: dropped connection, 5xx, timeout)."""
+    outcomes: list[bool | None] = [None] * len(calls)
+    queue = list(enumerate(calls))
+    queue.reverse()
+    async with httpx.AsyncClient(timeout=10.0) as client:
+
+        async def task() -> None:
+            while queue:
+                index, (session_id, product_id) = queue.pop()
+                message = tool_call_message(
+                    "add_to_cart", {"product_id": product_id, "quantity": 1}, meta={"sessionId": session_id},
+                    request_id=index,
+                )  # fmt: skip
+                try:
+                    response = await client.post(urls[(index + offset) % len(urls)], json=message, headers=JSON_HEADERS)
+                except httpx.HTTPError:
+                    continue
+                if response.status_code == 200:
+                    outcomes[index] = not response.json()["result"].get("isError", False)
+
+        await asyncio.gather(*(task() for _ in range(tasks)))
+    return outcomes
+
+
+def add_calls(urls: Sequence[str], calls: Sequence[AddCall], tasks: int, offset: int = 0) -> list[bool | None]:
+    """Run ``calls`` (one ``add_to_cart`` quantity 1 each) on ``tasks`` concurrent tasks, alternating over
+    ``urls``; callable in a client OS process. See ``_add_calls`` for the outcomes."""
+    return asyncio.run(_add_calls(urls, calls, tasks, offset))
+
+
+def call_tool(
+    url: str, name: str, arguments: Mapping[str, Any] | None = None, *, session: str, timeout: float = 10.0
+) -> dict[str, Any]:
+    """One raw JSON-RPC ``tools/call`` to ``url`` (an ``/mcp`` URL) for conversation ``session``; the result."""
+    message = tool_call_message(name, arguments, meta={"sessionId": session})
+    response = httpx.post(url, json=message, headers=JSON_HEADERS, timeout=timeout)
+    response.raise_for_status()
+    return response.json()["result"]

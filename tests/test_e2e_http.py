@@ -550,9 +550,15 @@ def test_workers_with_redis_serve(redis_url: str, redis_client: redis.Redis, pro
             ok(call(pool, "add_to_cart", {"product_id": product_ids[0]}, meta={"sessionId": chat}))
         assert cart_quantities(ok(call(pool, "view_cart", meta={"sessionId": chat}))) == {product_ids[0]: 4}
         assert keys_under(redis_client, prefix) == {f"{prefix}:cart:{{{chat}}}"}
-        assert len(set(re.findall(r"\[(\d+)\] uvicorn\.error: Started server process", pool.log_text()))) == 2, (
-            pool.log_text()
-        )
+        # /healthz answers once the first worker is up; the second may still be starting.
+        deadline = time.monotonic() + 20
+        while len(started_workers(pool)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(started_workers(pool)) == 2, pool.log_text()
+
+
+def started_workers(server: ServeProcess) -> set[str]:
+    return set(re.findall(r"\[(\d+)\] uvicorn\.error: Started server process", server.log_text()))
 
 
 # ---------------------------------------------------------------- 9: concurrency across servers and processes

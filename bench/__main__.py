@@ -1,0 +1,148 @@
+"""``python -m bench`` (full run, minutes) or ``python -m bench --smoke`` (seconds; CI checks it runs).
+
+Prints one table per measurement, each figure next to its goal. Absolute times drift on shared
+machines, so (a) compares Weft with the bare SDK in the same run, in alternating rounds, and
+reports medians and ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+SECTIONS = "abcde"
+
+
+@dataclass(frozen=True)
+class Plan:
+    rounds: int
+    seconds: float
+    concurrency: int
+    calls: int
+    carts: int
+    count_sizes: tuple[int, ...]
+    synthetic: int
+    repeats: int
+
+
+FULL = Plan(rounds=5, seconds=5.0, concurrency=8, calls=200, carts=100_000,
+            count_sizes=(100_000, 1_000_000), synthetic=100_000, repeats=20)  # fmt: skip
+SMOKE = Plan(rounds=1, seconds=0.5, concurrency=8, calls=5, carts=2_000,
+             count_sizes=(10_000,), synthetic=2_000, repeats=3)  # fmt: skip
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "MISSED"
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        model = next(
+            line.split(":", 1)[1].strip()
+            for line in open("/proc/cpuinfo", encoding="utf-8")
+            if line.startswith("model name")
+        )
+        cpu = model
+    except (OSError, StopIteration):
+        pass
+    redis_version = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout.split()[2]
+    return (f"{os.cpu_count()} CPU(s) {cpu}; Python {platform.python_version()}; "
+            f"redis-server {redis_version.removeprefix('v=')}; {platform.system()} {platform.release()}")  # fmt: skip
+
+
+def section_a(plan: Plan) -> None:
+    from bench.throughput import measure
+
+    print(f"\n(a) tool calls through one worker, concurrency {plan.concurrency}, {plan.rounds} alternating "
+          f"round(s) of {plan.seconds:g} s (medians over rounds)")  # fmt: skip
+    results = measure(plan.rounds, plan.seconds, plan.concurrency)
+    floor = results[0].rate
+    print(f"{'target':<14} {'calls/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'ratio':>6} {'errors':>6}  goal")
+    for r in results:
+        ratio = r.rate / floor
+        goal = "" if r.target == "noop floor" else f"ratio >= 0.85: {verdict(ratio >= 0.85)}"
+        print(f"{r.target:<14} {r.rate:>9.0f} {r.p(0.5) * 1000:>8.2f} {r.p(0.99) * 1000:>8.2f} "
+              f"{ratio:>6.2f} {r.errors:>6}  {goal}")  # fmt: skip
+
+
+def section_b(plan: Plan) -> None:
+    from bench.redis_cost import commands_per_call
+
+    print(f"\n(b) Redis commands sent per tool call (MONITOR; commands run inside scripts not counted), "
+          f"{plan.calls} calls each")  # fmt: skip
+    for label, per_call in commands_per_call(plan.calls).items():
+        print(f"{label:<30} {per_call:>5.2f} commands/call  goal 1: {verdict(per_call == 1)}")
+
+
+def section_c(plan: Plan) -> None:
+    from bench.redis_cost import bytes_per_cart, longest_line_value, product_names
+
+    print(f"\n(c) bytes per 3-line cart in Redis, {plan.carts} carts (MEMORY USAGE median of 1000 sampled; "
+          "used_memory growth / carts)")  # fmt: skip
+    print(f"longest line value of any product: {longest_line_value(product_names())} bytes")
+    for shipped in (True, False):
+        r = bytes_per_cart(plan.carts, shipped)
+        goal = f"goal <= 500 B: {verdict(r.memory_usage_median <= 500)}" if shipped else "(no goal)"
+        print(f"{r.config}: MEMORY USAGE {r.memory_usage_median:.0f} B, used_memory growth "
+              f"{r.used_memory_per_cart:.0f} B/cart, encodings {r.encodings}  {goal}")  # fmt: skip
+
+
+def section_d(plan: Plan) -> None:
+    from bench.redis_cost import count_under_load
+
+    print("\n(d) debug_session's count (CartStore.count_carts: SCAN MATCH COUNT 1000), other client's HGET latency")
+    print(f"{'keys':>9} {'counted':>9} {'seconds':>8} {'SCANs':>6} {'other p99 ms':>13} {'max ms':>7} "
+          f"{'idle p99 ms':>11}  goal")  # fmt: skip
+    for r in count_under_load(list(plan.count_sizes)):
+        goal = ""
+        if r.keys >= 1_000_000:
+            goal = f"<= 2 s: {verdict(r.seconds <= 2)}; p99 <= 3 ms: {verdict(r.probe_p99_ms <= 3)}"
+        print(f"{r.keys:>9} {r.counted:>9} {r.seconds:>8.2f} {r.scan_calls:>6} {r.probe_p99_ms:>13.2f} "
+              f"{r.probe_max_ms:>7.2f} {r.probe_idle_p99_ms:>11.2f}  {goal}")  # fmt: skip
+
+
+def section_e(plan: Plan) -> None:
+    from bench.search import run
+
+    print(f"\n(e) search_products (Catalog.search, page 1 of 12), {plan.repeats} runs per query; cold = first run "
+          "of each query with the index's word cache empty")  # fmt: skip
+    print(f"{'catalog':<26} {'products':>8} {'queries':>7} {'median ms':>9} {'p99 ms':>7} {'worst query ms':>14} "
+          f"{'cold median':>11} {'cold worst':>10}  goal")  # fmt: skip
+    for r in run(plan.synthetic, plan.repeats):
+        limit = 1.0 if r.catalog.startswith("real") else 20.0
+        goal = f"<= {limit:g} ms: {verdict(r.median_ms <= limit)}" if r.products >= 500 else ""
+        print(f"{r.catalog:<26} {r.products:>8} {r.queries:>7} {r.median_ms:>9.3f} {r.p99_ms:>7.3f} "
+              f"{r.worst_ms:>14.3f} {r.cold_median_ms:>11.3f} {r.cold_worst_ms:>10.3f}  {goal}")  # fmt: skip
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="seconds-long run that checks the bench works")
+    parser.add_argument("--only", default=SECTIONS, help="sections to run, e.g. 'ae' (default: all)")
+    args = parser.parse_args()
+    if shutil.which("redis-server") is None and set(args.only) & set("abcd"):
+        print("bench: redis-server is not installed (apt-get install redis-server)", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.WARNING)
+    plan = SMOKE if args.smoke else FULL
+    started = time.time()
+    print(f"Weft bench ({'smoke' if args.smoke else 'full'}), {time.strftime('%Y-%m-%d %H:%M')}")
+    print(f"machine: {machine()}")
+    for section in SECTIONS:
+        if section in args.only:
+            globals()[f"section_{section}"](plan)
+            sys.stdout.flush()
+    print(f"\nbench finished in {time.time() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

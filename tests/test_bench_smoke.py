@@ -1,0 +1,29 @@
+"""The bench's smoke mode runs and prints every figure line (no timing assertions: CI machines vary)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="the bench starts its own redis-server")
+def test_bench_smoke_prints_every_figure() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "--smoke"], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    for heading in ("(a) tool calls", "(b) Redis commands", "(c) bytes per 3-line cart", "(d) debug_session",
+                    "(e) search_products", "bench finished"):  # fmt: skip
+        assert heading in out, out
+    for row in ("noop floor", "add_to_cart ", "view_cart ", "clear_cart", "MEMORY USAGE", "Redis defaults"):
+        assert row in out, out
+    # every cart tool was measured and the figures are numbers
+    assert out.count("commands/call") == 7, out
+    assert "synthetic 2000" in out, out

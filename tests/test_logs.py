@@ -1,0 +1,72 @@
+"""WEFT_LOG_FORMAT=json: one JSON object per line, with the request id and the shortened session id."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+import httpx
+import pytest
+
+from service.app import create_app
+from service.config import Settings
+from service.logs import JsonFormatter, configure_logging, request_id_var, session_var
+
+
+@pytest.fixture
+def restore_logging():
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers, root.level = handlers, level
+
+
+def test_json_formatter_one_line_with_context() -> None:
+    record = logging.LogRecord("weft.test", logging.WARNING, __file__, 1, "two\nlines %s", ("x",), None)
+    tokens = request_id_var.set("req-1"), session_var.set("chat-1")
+    try:
+        line = JsonFormatter().format(record)
+    finally:
+        request_id_var.reset(tokens[0])
+        session_var.reset(tokens[1])
+    assert "\n" not in line
+    entry = json.loads(line)
+    assert entry["message"] == "two\nlines x"
+    assert entry["level"] == "WARNING" and entry["logger"] == "weft.test"
+    assert entry["request_id"] == "req-1" and entry["session"] == "chat-1"
+
+
+def test_text_format_stays_the_default(restore_logging) -> None:
+    configure_logging("INFO")
+    handler = logging.getLogger().handlers[0]
+    assert not isinstance(handler.formatter, JsonFormatter)
+    configure_logging("INFO", "json")
+    assert isinstance(logging.getLogger().handlers[0].formatter, JsonFormatter)
+    assert len(logging.getLogger().handlers) == 1
+
+
+async def test_tool_call_logs_carry_request_and_session_ids(restore_logging) -> None:
+    settings = Settings(log_format="json", log_level="INFO")
+    app = create_app(settings)
+    stream = io.StringIO()
+    logging.getLogger().handlers[0].stream = stream  # type: ignore[attr-defined]
+    long_id = "conversation-" + "x" * 40
+    message = {
+        "jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {"name": "view_cart", "arguments": {}, "_meta": {"sessionId": long_id}},
+    }  # fmt: skip
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+            response = await client.post(
+                "/mcp", json=message, headers={"Accept": "application/json, text/event-stream", "X-Request-ID": "r-42"}
+            )
+    assert response.status_code == 200
+    assert response.headers["x-request-id"] == "r-42"
+    entries = [json.loads(line) for line in stream.getvalue().splitlines() if line.strip()]
+    session_lines = [e for e in entries if "Using session ID" in e["message"]]
+    assert session_lines, entries
+    assert session_lines[0]["request_id"] == "r-42"
+    assert session_lines[0]["session"] == "conversa…(53)"
+    assert long_id not in stream.getvalue()  # logs show ids shortened

@@ -1,0 +1,70 @@
+"""The search index answers exactly what scanning every product answers (the pre-index algorithm, kept here)."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from service.catalog import Catalog, Product, _score, load_catalog, load_products_file, normalize
+
+
+def scan_search(catalog: Catalog, query: str, category: str | None, store_id: str | None, page: int, size: int):
+    """The original linear scan: the reference the index must match."""
+    words = normalize(query).split()
+    wanted = normalize(category).strip() if category else None
+    stores = [catalog.stores[store_id]] if store_id else list(catalog.stores.values())
+    scored: list[tuple[float, int, Product]] = []
+    position = 0
+    for store in stores:
+        for product in store.products:
+            position += 1
+            if wanted and not any(normalize(c).strip() == wanted for c in product.categories):
+                continue
+            if words and not all(word in product.search_text for word in words):
+                continue
+            scored.append((-_score(product, words) if words else 0.0, position, product))
+    if words:
+        scored.sort(key=lambda item: (item[0], item[1]))
+    start = (page - 1) * size
+    return [item[2].id for item in scored[start : start + size]], len(scored)
+
+
+def queries(catalog: Catalog, count: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    texts = [p.search_text for s in catalog.stores.values() for p in s.products]
+    found = ["", "zzzz", "a", "  ", "OATS", "חַלָּה"]
+    for _ in range(count):
+        words = rng.choice(texts).split()
+        picked = rng.sample(words, min(len(words), rng.randint(1, 3)))
+        # whole words, and pieces of words (substring matches inside a token)
+        found.append(" ".join(w if rng.random() < 0.5 else w[rng.randint(0, max(0, len(w) - 2)) :] for w in picked))
+    return found
+
+
+def assert_same(catalog: Catalog, seed: int) -> None:
+    rng = random.Random(seed)
+    categories = [None, *catalog.categories()[:5]]
+    for query in queries(catalog, 150, seed):
+        category = rng.choice(categories)
+        store_id = rng.choice([None, *catalog.stores])
+        page, size = rng.choice([(1, 12), (2, 5), (1, 50), (3, 7)])
+        found = catalog.search(query, category=category, store_id=store_id, page=page, page_size=size)
+        expected = scan_search(catalog, query, category, store_id, page, size)
+        assert ([p.id for p in found.products], found.total) == expected, (query, category, store_id, page)
+
+
+def test_index_matches_scan_on_demo_store() -> None:
+    assert_same(load_catalog(None), seed=1)
+
+
+def test_index_matches_scan_on_real_catalog(shared_catalog_file: Path) -> None:
+    real = load_products_file(shared_catalog_file, store_id="nitzat")
+    assert_same(Catalog([real, *load_catalog(None).stores.values()]), seed=2)
+
+
+@pytest.mark.parametrize("query", ["", "zzzz"])
+def test_edge_queries(query: str) -> None:
+    demo = load_catalog(None)
+    assert demo.search(query, category="  ").total == scan_search(demo, query, "  ", None, 1, 12)[1]
