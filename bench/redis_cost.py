@@ -148,7 +148,7 @@ def bytes_per_cart(carts: int, shipped: bool) -> CartBytes:
 
 
 def longest_line_value(products: list[tuple[str, str, Decimal]]) -> int:
-    return max(len(('{"qty":99,' + line_value_tail(name, price)).encode()) for _, name, price in products)
+    return max(len(('{"q":99,' + line_value_tail(name, price)).encode()) for _, name, price in products)
 
 
 # ---------------------------------------------------------------- (d) counting under load
@@ -170,7 +170,7 @@ print(json.dumps(samples))
 def load_keys(client: redis.Redis, start: int, stop: int) -> None:
     """Minimal one-line carts (counting does not depend on their size), pipelined HSETs."""
     pipe = client.pipeline(transaction=False)
-    value = '{"qty":1,"name":"x","price":"1.00"}'
+    value = '{"q":1,"n":"x","p":"1.00"}'
     for index in range(start, stop):
         pipe.hset(f"weft:cart:{{count-{index}}}", mapping={"demo:i1": value, "_last_accessed": 1})
         if index % 5000 == 4999:

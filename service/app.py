@@ -75,16 +75,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings()
     configure_logging(settings.log_level, settings.log_format)
     catalog = load_catalog(settings.stores_dir)
-    carts = CartStore.connect(
-        settings.redis_url,
-        cluster=settings.redis_cluster,
-        sentinels=settings.redis_sentinels,
-        sentinel_service=settings.redis_sentinel_service,
-        key_prefix=settings.key_prefix,
-        ttl_seconds=settings.cart_ttl_seconds,
-        max_quantity=settings.max_quantity,
-        max_lines=settings.max_cart_lines,
-    )
+    carts = CartStore.from_settings(settings)
     auth = build_auth(settings)  # None unless WEFT_AUTH_TOKENS_FILE or the WEFT_AUTH_JWKS_URL trio is set
     server = create_server(Shop(catalog=catalog, carts=carts, settings=settings), auth)
     mcp_app = server.streamable_http_app(

@@ -1,7 +1,8 @@
 """The cart store: one Redis hash per conversation, changed only by Lua scripts.
 
 Layout (DESIGN.md): ``<prefix>:cart:{<session-key>}`` is a HASH with one field per line,
-``<product_id>`` -> ``{"qty":2,"name":"…","price":"24.40"}``, plus ``_last_accessed``.
+``<product_id>`` -> ``{"q":2,"n":"…","p":"24.40"}`` (quantity, name and price when added; one-letter
+keys because every byte of a line counts toward the listpack limit), plus ``_last_accessed``.
 Every cart call is one round trip: a script registered once and called by SHA does the
 read-modify-write, the ``_last_accessed`` stamp and the sliding TTL atomically, so two
 workers adding to one cart at once lose nothing. A cart with no lines has no key.
@@ -17,7 +18,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as redis
 from redis.asyncio.retry import Retry as AsyncRetry
@@ -28,6 +29,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from service.metrics import REDIS_ERRORS
 from service.redis_clients import close_client, open_client
+
+if TYPE_CHECKING:
+    from service.config import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -86,8 +90,8 @@ EMPTY_CART = Cart(lines=(), last_accessed=None)
 
 
 def line_value_tail(name: str, price: Decimal) -> str:
-    """The part of a line's JSON after the quantity; the script prepends ``{"qty":N,``."""
-    return json.dumps({"name": name, "price": f"{price:.2f}"}, ensure_ascii=False, separators=(",", ":"))[1:]
+    """The part of a line's JSON after the quantity; the script prepends ``{"q":N,``."""
+    return json.dumps({"n": name, "p": f"{price:.2f}"}, ensure_ascii=False, separators=(",", ":"))[1:]
 
 
 class CartStore:
@@ -104,7 +108,7 @@ local function line_count(key)
   return redis.call('HLEN', key) - redis.call('HEXISTS', key, '_last_accessed')
 end
 local function quantity_of(value)
-  return tonumber(string.match(value, '^{"qty":(%d+)')) or 0
+  return tonumber(string.match(value, '^{"q":(%d+)')) or 0
 end
 """
 
@@ -124,7 +128,7 @@ else
   if lines >= max_lines then return {'line_limit', lines} end
   if quantity > max_quantity then return {'quantity_limit', 0} end
 end
-redis.call('HSET', key, field, '{"qty":' .. quantity .. ',' .. ARGV[3])
+redis.call('HSET', key, field, '{"q":' .. quantity .. ',' .. ARGV[3])
 return {'ok', touch(key, ARGV[7], tonumber(ARGV[6]))}
 """
     )
@@ -143,7 +147,7 @@ if quantity == 0 then
     return {'ok', {}}
   end
 else
-  redis.call('HSET', key, field, (string.gsub(current, '^{"qty":%d+', '{"qty":' .. quantity, 1)))
+  redis.call('HSET', key, field, (string.gsub(current, '^{"q":%d+', '{"q":' .. quantity, 1)))
 end
 return {'ok', touch(key, ARGV[4], tonumber(ARGV[3]))}
 """
@@ -206,6 +210,20 @@ return {'ok', touch(KEYS[1], ARGV[2], tonumber(ARGV[1]))}
             socket_timeout=SOCKET_TIMEOUT_SECONDS,
         )
         return cls(client, backend=backend, **options)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> CartStore:
+        """The store the ``WEFT_`` settings describe: what every worker and operator command opens."""
+        return cls.connect(
+            settings.redis_url,
+            cluster=settings.redis_cluster,
+            sentinels=settings.redis_sentinels,
+            sentinel_service=settings.redis_sentinel_service,
+            key_prefix=settings.key_prefix,
+            ttl_seconds=settings.cart_ttl_seconds,
+            max_quantity=settings.max_quantity,
+            max_lines=settings.max_cart_lines,
+        )
 
     def cart_key(self, session_key: str) -> str:
         return f"{self.key_prefix}:cart:{{{session_key}}}"
@@ -318,6 +336,15 @@ def _never_sent(exc: RedisError) -> bool:
     return isinstance(exc, RedisConnectionError) and not isinstance(exc, RedisTimeoutError) and "connecting" in str(exc)
 
 
+def parse_line(product_id: str, value: str) -> CartLine | None:
+    """One stored line, or None when it is unreadable (written by hand, or damaged)."""
+    try:
+        data = json.loads(value)
+        return CartLine(product_id, int(data["q"]), str(data["n"]), Decimal(data["p"]))
+    except (ValueError, KeyError, TypeError, InvalidOperation):
+        return None
+
+
 def _parse_cart(flat: list[str]) -> Cart:
     """Turn HGETALL's flat field/value list into a cart; an unreadable line is skipped, not fatal."""
     lines: list[CartLine] = []
@@ -326,10 +353,10 @@ def _parse_cart(flat: list[str]) -> Cart:
         if field == LAST_ACCESSED_FIELD:
             last_accessed = int(value)
             continue
-        try:
-            data = json.loads(value)
-            lines.append(CartLine(field, int(data["qty"]), str(data["name"]), Decimal(data["price"])))
-        except (ValueError, KeyError, TypeError, InvalidOperation):
+        line = parse_line(field, value)
+        if line is None:
             logger.warning("Skipping unreadable cart line %r", field)
+        else:
+            lines.append(line)
     lines.sort(key=lambda line: (line.name, line.product_id))
     return Cart(lines=tuple(lines), last_accessed=last_accessed)

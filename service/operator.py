@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field
 from typing import Any, TextIO
 
-from service.carts import LAST_ACCESSED_FIELD, CartStore
+from service.carts import LAST_ACCESSED_FIELD, CartStore, parse_line
 from service.sessions import session_key
 
 BATCH = 1000  # keys per pipeline: the SCAN COUNT the store uses
@@ -180,11 +180,12 @@ class SessionsAdmin:
                 detail.last_accessed = int(value)
                 detail.idle_seconds = max(0, self.now - int(value))
                 continue
-            try:
-                line = json.loads(value)
-            except ValueError:
-                line = {"raw": value}
-            detail.lines.append({"product_id": name, **(line if isinstance(line, dict) else {"raw": value})})
+            line = parse_line(name, value)
+            detail.lines.append(
+                {"product_id": name, "quantity": line.quantity, "name": line.name, "price": f"{line.price:.2f}"}
+                if line
+                else {"product_id": name, "raw": value}
+            )
         return detail
 
     async def purge(self, session_id: str) -> tuple[str, bool]:

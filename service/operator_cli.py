@@ -84,14 +84,7 @@ async def _run(args: argparse.Namespace, settings: Settings, older_than: int | N
     from service.carts import CartStorageError, CartStore
     from service.operator import Progress, SessionsAdmin, as_json, format_age
 
-    store = CartStore.connect(
-        settings.redis_url,
-        cluster=settings.redis_cluster,
-        sentinels=settings.redis_sentinels,
-        sentinel_service=settings.redis_sentinel_service,
-        key_prefix=settings.key_prefix,
-        ttl_seconds=settings.cart_ttl_seconds,
-    )
+    store = CartStore.from_settings(settings)
     admin = SessionsAdmin(store)
     out = sys.stdout
 
@@ -121,7 +114,7 @@ async def _run(args: argparse.Namespace, settings: Settings, older_than: int | N
                 ttl = "no expiry" if detail.ttl_seconds is None else f"expires in {detail.ttl_seconds} s"
                 out.write(f"{detail.key}: {len(detail.lines)} line(s), idle {format_age(detail.idle_seconds)}, {ttl}\n")
                 for line in detail.lines:
-                    out.write(f"- {line.get('qty', '?')} x {line.get('name', '?')} [{line['product_id']}] "
+                    out.write(f"- {line.get('quantity', '?')} x {line.get('name', '?')} [{line['product_id']}] "
                               f"@ {line.get('price', '?')}\n")  # fmt: skip
             return 0 if detail.exists else 1
         elif args.action == "purge":

@@ -113,9 +113,9 @@ async def test_add_stores_one_readable_hash_per_cart(store: CartStore, key_prefi
     fields = await raw(store)
     assert set(fields) == {"p-42", LAST_ACCESSED_FIELD}
     value = fields["p-42"]
-    assert json.loads(value) == {"qty": 2, "name": HEBREW_NAME, "price": "24.40"}
+    assert json.loads(value) == {"q": 2, "n": HEBREW_NAME, "p": "24.40"}
     assert HEBREW_NAME in value and "\\u" not in value
-    assert value.startswith('{"qty":2,') and " " not in value.replace(HEBREW_NAME, "")
+    assert value.startswith('{"q":2,') and " " not in value.replace(HEBREW_NAME, "")
     assert abs(int(fields[LAST_ACCESSED_FIELD]) - time.time()) < 5
 
     assert [(line.product_id, line.quantity, line.name, line.price) for line in cart.lines] == [
@@ -139,8 +139,8 @@ async def test_add_sums_existing_line_and_appends_new_line(store: CartStore) -> 
     assert all(isinstance(line.price, Decimal) for line in cart.lines)
 
     fields = await raw(store)
-    assert json.loads(fields["a"])["qty"] == 3
-    assert json.loads(fields["b"]) == {"qty": 4, "name": "Blueberry jam", "price": "7.00"}
+    assert json.loads(fields["a"])["q"] == 3
+    assert json.loads(fields["b"]) == {"q": 4, "n": "Blueberry jam", "p": "7.00"}
     assert quantities(await store.view(SESSION)) == {"a": 3, "b": 4}
 
 
@@ -193,7 +193,7 @@ async def test_set_quantity_changes_and_zero_removes_line(store: CartStore) -> N
 
     cart = await store.set_quantity(SESSION, "a", 4)
     assert quantities(cart) == {"a": 4, "b": 2}
-    assert json.loads((await raw(store))["a"]) == {"qty": 4, "name": HEBREW_NAME, "price": "24.40"}
+    assert json.loads((await raw(store))["a"]) == {"q": 4, "n": HEBREW_NAME, "p": "24.40"}
 
     cart = await store.set_quantity(SESSION, "a", 0)
     assert quantities(cart) == {"b": 2}
@@ -361,7 +361,7 @@ async def test_count_carts_counts_only_this_prefix(store: CartStore, key_prefix:
 async def test_count_carts_is_exact_across_scan_pages(store: CartStore, monkeypatch: pytest.MonkeyPatch) -> None:
     """With more carts than one SCAN page (COUNT 1000) count_carts follows the cursor and counts each once."""
     total = 1200
-    line = {"a": '{"qty":1,"name":"x","price":"1.00"}', LAST_ACCESSED_FIELD: str(int(time.time()))}
+    line = {"a": '{"q":1,"n":"x","p":"1.00"}', LAST_ACCESSED_FIELD: str(int(time.time()))}
     async with store.client.pipeline(transaction=False) as pipe:
         for i in range(total):
             pipe.hset(store.cart_key(f"bulk-{i}"), mapping=line)
@@ -389,8 +389,8 @@ async def test_unreadable_line_is_skipped(store: CartStore) -> None:
     key = store.cart_key(SESSION)
     await store.client.hset(key, mapping={
         "garbage": "not json at all",
-        "no-name": '{"qty":1,"price":"1.00"}',
-        "bad-price": '{"qty":1,"name":"x","price":"cheap"}',
+        "no-name": '{"q":1,"p":"1.00"}',
+        "bad-price": '{"q":1,"n":"x","p":"cheap"}',
         "not-object": "[1,2,3]",
     })  # fmt: skip
 
@@ -409,7 +409,7 @@ async def test_concurrent_adds_lose_nothing(make_store: StoreFactory) -> None:
     assert quantities(await store.view(SESSION)) == {"a": 50}
     await asyncio.gather(*(add(store, "a") for _ in range(50)))  # racing on an existing line
     assert quantities(await store.view(SESSION)) == {"a": 100}
-    assert json.loads((await raw(store))["a"])["qty"] == 100
+    assert json.loads((await raw(store))["a"])["q"] == 100
 
 
 def _add_in_process(redis_url: str, key_prefix: str, adds: int, start: multiprocessing.synchronize.Barrier) -> None:

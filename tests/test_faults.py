@@ -153,7 +153,7 @@ def quantities(client: redis.Redis, prefix: str, session_ids: set[str]) -> dict[
     found: dict[str, int] = {}
     for session_id in session_ids:
         value = client.hget(f"{prefix}:cart:{{{session_id}}}", OATS)
-        found[session_id] = json.loads(value)["qty"] if value else 0
+        found[session_id] = json.loads(value)["q"] if value else 0
     return found
 
 

@@ -72,7 +72,7 @@ def test_show_finds_hashed_ids_and_does_not_touch_the_cart(carts, capsys, key_pr
     code, out, _ = run(capsys, "show", "chat-0", "--json")
     detail = json.loads(out)
     assert code == 0 and detail["exists"] and detail["key"] == key
-    assert detail["lines"][0]["name"] == "שוקולד 70%" and detail["lines"][0]["qty"] == 2
+    assert detail["lines"][0]["name"] == "שוקולד 70%" and detail["lines"][0]["quantity"] == 2
     assert carts.hget(key, "_last_accessed") == stamp  # reading is not an access
     code, out, _ = run(capsys, "show", LONG_ID)
     assert code == 0 and "Oats" in out and session_key(LONG_ID) in out
