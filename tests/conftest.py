@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 from tests.redis_server import RedisProcess
 
@@ -49,6 +50,14 @@ def redis_url() -> Iterator[str]:
     if os.environ.get("WEFT_TEST_REQUIRE_REDIS") == "1":
         pytest.fail(f"WEFT_TEST_REQUIRE_REDIS=1 but {reason}")
     pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    """A plain client on the real Redis, for tests that look at keys the service wrote."""
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    yield client
+    client.close()
 
 
 @pytest.fixture

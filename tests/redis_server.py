@@ -13,6 +13,22 @@ from pathlib import Path
 import redis
 
 
+def answers_ping(port: int, timeout: float) -> bool:
+    """Whether a Redis (or Sentinel) on ``port`` answers PING before ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    client = redis.Redis(port=port, socket_connect_timeout=0.2)
+    try:
+        while time.monotonic() < deadline:
+            try:
+                if client.ping():
+                    return True
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        return False
+    finally:
+        client.close()
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -42,17 +58,10 @@ class RedisProcess:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        deadline = time.monotonic() + timeout
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
-        while time.monotonic() < deadline:
-            try:
-                if client.ping():
-                    client.close()
-                    return self
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        self.stop()
-        raise TimeoutError(f"redis-server on port {self.port} did not answer within {timeout} s")
+        if not answers_ping(self.port, timeout):
+            self.stop()
+            raise TimeoutError(f"redis-server on port {self.port} did not answer within {timeout} s")
+        return self
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -159,17 +168,10 @@ class SentinelProcess:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + timeout
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
-        while time.monotonic() < deadline:
-            try:
-                if client.ping():
-                    client.close()
-                    return self
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        self.stop()
-        raise TimeoutError(f"sentinel on port {self.port} did not answer within {timeout} s")
+        if not answers_ping(self.port, timeout):
+            self.stop()
+            raise TimeoutError(f"sentinel on port {self.port} did not answer within {timeout} s")
+        return self
 
     @property
     def address(self) -> str:

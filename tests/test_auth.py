@@ -266,13 +266,6 @@ async def test_jwt_verifier_with_the_issuer_down() -> None:
 # ---------------------------------------------------------------- over real HTTP: the tokens file
 
 
-@pytest.fixture
-def redis_client(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
-    yield client
-    client.close()
-
-
 def keys_under(client: redis.Redis, prefix: str) -> set[str]:
     return set(client.scan_iter(match=f"{prefix}:*", count=1000))
 

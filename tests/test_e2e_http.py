@@ -107,13 +107,6 @@ def server(redis_url: str, module_prefix: str) -> Iterator[ServeProcess]:
 
 
 @pytest.fixture(scope="module")
-def redis_client(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
-    yield client
-    client.close()
-
-
-@pytest.fixture(scope="module")
 def product_ids(server: ServeProcess) -> list[str]:
     """Purchasable product ids, found through the server itself."""
     data = ok(call(server, "search_products", {"search": "", "page_size": 50}))

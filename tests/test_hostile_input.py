@@ -37,13 +37,6 @@ def shop(redis_url: str, prefix: str) -> Iterator[ServeProcess]:
 
 
 @pytest.fixture(scope="module")
-def redis_client(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
-    yield client
-    client.close()
-
-
-@pytest.fixture(scope="module")
 def bystander(shop: ServeProcess) -> dict[str, Any]:
     """A conversation with a cart, which nothing below may touch."""
     chat = f"bystander-{uuid.uuid4().hex[:8]}"
