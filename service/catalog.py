@@ -8,6 +8,7 @@ it skipped or merged and logs why.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -181,8 +182,13 @@ def _score(product: Product, words: list[str]) -> float:
     return score
 
 
+@functools.lru_cache(maxsize=8)
 def load_catalog(stores_dir: Path | None) -> Catalog:
-    """Every store folder under ``stores_dir``; the bundled demo store(s) when it is ``None``."""
+    """Every store folder under ``stores_dir``; the bundled demo store(s) when it is ``None``.
+
+    Loaded once per process and folder: ``weft-mcp serve`` checks the catalog before starting
+    uvicorn, and with one worker the app factory then runs in that same process.
+    """
     if stores_dir is None:
         root = resources.files("service") / "data" / "stores"
         with resources.as_file(root) as path:
