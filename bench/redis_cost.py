@@ -20,7 +20,7 @@ import redis
 from bench.load import Connection, median, percentile, tool_call
 from bench.procs import REPO, RedisServer, pin, unpin, weft_server
 from bench.throughput import demo_products
-from service.carts import CartStore, line_value_tail
+from service.carts import CartStore, cart_key, line_value_tail
 from service.catalog import load_catalog, load_products_file
 
 SHARED_CATALOG = REPO.parent / "shared" / "data" / "nitzat-haduvdevan-products.json"
@@ -114,7 +114,7 @@ def fill_carts(client: redis.Redis, carts: int, lines: int, products: list[tuple
     now = int(time.time())
     pipe = client.pipeline(transaction=False)
     for index in range(carts):
-        key = f"weft:cart:{{conv-{uuid.UUID(int=rng.getrandbits(128))}}}"  # a 41-character conversation id
+        key = cart_key("weft", f"conv-{uuid.UUID(int=rng.getrandbits(128))}")  # a 41-character conversation id
         for product_id, name, price in rng.sample(products, lines):
             pipe.evalsha(sha, 1, key, product_id, rng.randint(1, 3), line_value_tail(name, price), 99, 100, 0, now)
         if index % 500 == 499:
@@ -172,7 +172,7 @@ def load_keys(client: redis.Redis, start: int, stop: int) -> None:
     pipe = client.pipeline(transaction=False)
     value = '{"q":1,"n":"x","p":"1.00"}'
     for index in range(start, stop):
-        pipe.hset(f"weft:cart:{{count-{index}}}", mapping={"demo:i1": value, "_last_accessed": 1})
+        pipe.hset(cart_key("weft", f"count-{index}"), mapping={"demo:i1": value, "_last_accessed": 1})
         if index % 5000 == 4999:
             pipe.execute()
     pipe.execute()

@@ -89,6 +89,11 @@ class Cart:
 EMPTY_CART = Cart(lines=(), last_accessed=None)
 
 
+def cart_key(key_prefix: str, session_key: str) -> str:
+    """``<prefix>:cart:{<session-key>}``: the braces are the cluster hash tag that keeps a cart in one slot."""
+    return f"{key_prefix}:cart:{{{session_key}}}"
+
+
 def line_value_tail(name: str, price: Decimal) -> str:
     """The part of a line's JSON after the quantity; the script prepends ``{"q":N,``."""
     return json.dumps({"n": name, "p": f"{price:.2f}"}, ensure_ascii=False, separators=(",", ":"))[1:]
@@ -226,7 +231,7 @@ return {'ok', touch(KEYS[1], ARGV[2], tonumber(ARGV[1]))}
         )
 
     def cart_key(self, session_key: str) -> str:
-        return f"{self.key_prefix}:cart:{{{session_key}}}"
+        return cart_key(self.key_prefix, session_key)
 
     @property
     def cart_pattern(self) -> str:
@@ -258,10 +263,14 @@ return {'ok', touch(KEYS[1], ARGV[2], tonumber(ARGV[1]))}
         await _call(lambda: self.client.delete(self.cart_key(session_key)), idempotent=True)
         return EMPTY_CART
 
+    def _scan(self) -> AsyncIterator[str]:
+        """``SCAN MATCH <prefix>:cart:* COUNT 1000`` (never KEYS, which blocks Redis); every primary on a cluster."""
+        return self.client.scan_iter(match=self.cart_pattern, count=SCAN_COUNT)
+
     async def scan_cart_keys(self) -> AsyncIterator[str]:
-        """Every cart key, by ``SCAN MATCH <prefix>:cart:* COUNT 1000`` (never KEYS, which blocks Redis)."""
+        """Every cart key, for operators; a failure mid-sweep is a ``CartStorageError``."""
         try:
-            async for key in self.client.scan_iter(match=self.cart_pattern, count=SCAN_COUNT):
+            async for key in self._scan():
                 yield key
         except RedisError as exc:
             raise _storage_error(exc) from exc
@@ -270,10 +279,7 @@ return {'ok', touch(KEYS[1], ARGV[2], tonumber(ARGV[1]))}
         """Carts that exist (SCAN may return a key twice while Redis resizes its table: a rare overcount)."""
 
         async def count() -> int:  # a retry starts the scan over
-            found = 0
-            async for _ in self.client.scan_iter(match=self.cart_pattern, count=SCAN_COUNT):
-                found += 1
-            return found
+            return sum([1 async for _ in self._scan()])
 
         return await _call(count, idempotent=True)
 

@@ -154,10 +154,10 @@ class Catalog:
         page: int = 1,
         page_size: int = 12,
     ) -> SearchPage:
-        """Every query word must appear in name, category or description; best matches first (see ``_score``).
+        """Every query word must appear in name, category or description; best matches first.
 
-        Answered by ``SearchIndex`` (an inverted index of the catalog's tokens), whose results are
-        those of scanning every product with ``_score``, without the scan.
+        Ranking (``SearchIndex``): per word, 3 when it starts a name word, 2 inside the name, 1 in
+        category or description; +1 when the name starts with the first word; ties in catalog order.
         """
         words = normalize(query).split()
         wanted_category = (normalize(category).strip() if category else None) or None
@@ -165,21 +165,6 @@ class Catalog:
         start = (page - 1) * page_size
         positions, total = self._index.search(words, wanted_category, span, start, page_size)
         return SearchPage([self._in_order[p] for p in positions], total, page, page_size)
-
-
-def _score(product: Product, words: list[str]) -> float:
-    """Name hits outrank category and description hits; a word that starts a name word counts most."""
-    score = 0.0
-    for word in words:
-        if (" " + product.search_name).find(" " + word) >= 0:
-            score += 3
-        elif word in product.search_name:
-            score += 2
-        else:
-            score += 1
-    if product.search_name.startswith(words[0]):
-        score += 1
-    return score
 
 
 @functools.lru_cache(maxsize=8)

@@ -27,7 +27,7 @@ class SearchIndex:
     def __init__(self, products: Sequence[Product]) -> None:
         self.products = products
         text: dict[str, list[int]] = defaultdict(list)
-        name: dict[str, list[int]] = defaultdict(list)  # tokens of the name split on " " (as _score reads it)
+        name: dict[str, list[int]] = defaultdict(list)  # tokens of the name split on " " (word starts)
         first: dict[str, list[int]] = defaultdict(list)  # the name's first " "-token (name.startswith)
         category: dict[str, set[int]] = defaultdict(set)
         for position, product in enumerate(products):

@@ -7,7 +7,22 @@ from pathlib import Path
 
 import pytest
 
-from service.catalog import Catalog, Product, _score, load_catalog, load_products_file, normalize
+from service.catalog import Catalog, Product, load_catalog, load_products_file, normalize
+
+
+def _score(product: Product, words: list[str]) -> float:
+    """Name hits outrank category and description hits; a word that starts a name word counts most."""
+    score = 0.0
+    for word in words:
+        if (" " + product.search_name).find(" " + word) >= 0:
+            score += 3
+        elif word in product.search_name:
+            score += 2
+        else:
+            score += 1
+    if product.search_name.startswith(words[0]):
+        score += 1
+    return score
 
 
 def scan_search(catalog: Catalog, query: str, category: str | None, store_id: str | None, page: int, size: int):
