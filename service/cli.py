@@ -12,7 +12,7 @@ import uvicorn
 
 from service.auth import TokensFileError, build_auth
 from service.catalog import CatalogError, load_catalog
-from service.config import Settings
+from service.config import Settings, settings_error_line
 from service.logs import configure_logging
 from service.metrics import prepare_multiprocess_dir
 from service.operator_cli import add_sessions_parser, run_sessions
@@ -43,7 +43,7 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         settings = Settings()
     except ValueError as exc:
-        print(f"weft-mcp: invalid settings: {exc}", file=sys.stderr)
+        print(f"weft-mcp: {settings_error_line(exc)}", file=sys.stderr)
         return 2
     if settings.workers > 1 and settings.uses_embedded_store:
         print(

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 LOCAL_HOSTS = ["127.0.0.1", "localhost", "[::1]"]
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+KEY_PREFIX_PATTERN = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+BAD_REDIS_URL = (
+    "is not a Redis URL like redis://[:password@]host[:port][/db], rediss://... or unix:///path; "
+    "percent-encode '/', ':', '@' and '%' in a password (for example '/' as %2F)"
+)
 
 
 class Settings(BaseSettings):
@@ -17,7 +25,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="WEFT_", env_file=".env", extra="ignore")
 
     redis_url: str | None = Field(default=None, description="Redis URL; unset = embedded in-process store.")
-    key_prefix: str = Field(default="weft", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+    key_prefix: str = Field(
+        default="weft", description="Prefix of every Redis key: 1 to 64 of letters, digits and _ . : -"
+    )
     cart_ttl_seconds: int = Field(default=0, ge=0, description="Sliding cart expiry; 0 = never expire.")
     session_fallback: Literal["default", "reject"] = "default"
     stores_dir: Path | None = None
@@ -51,6 +61,27 @@ class Settings(BaseSettings):
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url_parses(cls, value: str | None) -> str | None:
+        """Checked here, with the other settings, rather than in every worker with a traceback.
+
+        The message never quotes the URL or the parser's words: both can hold the password.
+        """
+        if value is None:
+            return value
+        if not redis_url_is_valid(value):
+            raise ValueError(BAD_REDIS_URL)
+        return value
+
+    @field_validator("key_prefix")
+    @classmethod
+    def _key_prefix_is_plain(cls, value: str) -> str:
+        """No braces or glob characters: counting matches ``<prefix>:cart:{*`` exactly."""
+        if not KEY_PREFIX_PATTERN.match(value):
+            raise ValueError("must be 1 to 64 characters of letters, digits and _ . : - (no braces, spaces or *?[])")
+        return value
 
     @field_validator("auth_tokens_file", "auth_jwks_url", "auth_issuer", "auth_audience", mode="before")
     @classmethod
@@ -108,3 +139,32 @@ class Settings(BaseSettings):
         if self.auth_tokens_file is not None:
             return "tokens_file"
         return "jwt" if self.auth_jwks_url is not None else "off"
+
+
+def redis_url_is_valid(url: str) -> bool:
+    """What redis-py's ``from_url`` would accept, with the database a number (redis-py ignores a bad one)."""
+    from redis.connection import parse_url
+
+    try:
+        parts = urlsplit(url)
+        if parts.scheme not in REDIS_SCHEMES:
+            return False
+        options = parse_url(url)
+        if parts.scheme == "unix":
+            return bool(options.get("path"))
+        database = parts.path.strip("/")
+        return database == "" or database.isdigit()
+    except (ValueError, TypeError):
+        return False
+
+
+def settings_error_line(exc: Exception) -> str:
+    """One line for an operator: each bad ``WEFT_`` variable and why, never the value given (it may be a secret)."""
+    if not isinstance(exc, ValidationError):
+        return f"invalid settings: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+    problems = []
+    for error in exc.errors(include_url=False, include_input=False):
+        variable = "WEFT_" + str(error["loc"][0]).upper() if error["loc"] else ""
+        message = str(error["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        problems.append(f"{variable} {message}" if variable else message)
+    return "invalid settings: " + "; ".join(" ".join(problem.split()) for problem in problems)

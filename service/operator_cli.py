@@ -12,7 +12,7 @@ import asyncio
 import sys
 from typing import Any
 
-from service.config import Settings
+from service.config import Settings, settings_error_line
 
 NO_REDIS = (
     "weft-mcp sessions: set WEFT_REDIS_URL (for example redis://127.0.0.1:6379/0) or WEFT_REDIS_SENTINELS: "
@@ -47,7 +47,7 @@ def run_sessions(args: argparse.Namespace) -> int:
     try:
         settings = Settings()
     except ValueError as exc:
-        print(f"weft-mcp: invalid settings: {exc}", file=sys.stderr)
+        print(f"weft-mcp: {settings_error_line(exc)}", file=sys.stderr)
         return 2
     if settings.uses_embedded_store:
         print(NO_REDIS, file=sys.stderr)

@@ -1,0 +1,89 @@
+"""Bad settings end ``weft-mcp serve`` and ``weft-mcp sessions`` with exit 2 and ONE stderr line that names
+the variable and the reason: no traceback, no pydantic dump, and never the Redis password."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from service.config import Settings
+from tests.serve_process import serve_command, serve_env
+
+SECRET = "TopSecret"
+BAD_REDIS_URLS = [
+    f"redis://:Pa55:{SECRET}/xyz@127.0.0.1:1/0",  # the issue's case: ':' and '/' in the password
+    f"redis://:{SECRET}/slash@127.0.0.1:6379/0",  # '/' ends the host part early
+    f"redis://admin:{SECRET}@127.0.0.1:notaport/0",  # a port that is no number
+    f"redis://:{SECRET}@127.0.0.1:6379/db{SECRET}",  # a database that is no number
+    f":{SECRET}@127.0.0.1:6379/0",  # no scheme at all
+    f"127.0.0.1:6379",  # no scheme, no password
+    f"http://:{SECRET}@127.0.0.1:6379/0",  # a scheme that is not Redis'
+    f"redis://:{SECRET}@127.0.0.1:99999/0",  # a port out of range
+]
+
+
+def run_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        args, env=serve_env(env), cwd=os.path.dirname(__file__), capture_output=True, text=True, timeout=30,
+        stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def sessions_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "service.cli", "sessions", *args]
+
+
+def assert_one_line(completed: subprocess.CompletedProcess[str], *needles: str) -> str:
+    err = completed.stderr.strip()
+    assert completed.returncode == 2, (completed.returncode, completed.stderr)
+    assert len(err.splitlines()) == 1, err
+    assert "Traceback" not in err and "input_value" not in err and "pydantic" not in err, err
+    for needle in needles:
+        assert needle in err, err
+    return err
+
+
+@pytest.mark.parametrize("url", BAD_REDIS_URLS)
+def test_bad_redis_url_is_one_line_without_the_password(url: str) -> None:
+    env = {"WEFT_REDIS_URL": url}
+    for command in (serve_command(port=0), sessions_command("count"), sessions_command("list", "--json")):
+        completed = run_cli(command, env)
+        err = assert_one_line(completed, "WEFT_REDIS_URL")
+        assert SECRET not in completed.stderr and SECRET not in completed.stdout, err
+        assert "Pa55" not in completed.stderr, err
+
+
+def test_percent_encoded_password_is_accepted() -> None:
+    """The fix the error message advises works: '/', ':' and '@' percent-encoded."""
+    settings = Settings(redis_url="redis://:Pa55%3ATop%2FSecret%40x@127.0.0.1:6379/0", _env_file=None)
+    assert settings.redis_url is not None
+    for url in ("rediss://user:pw@cache.example.com:6380/2", "unix:///run/redis.sock?db=1", "redis://localhost"):
+        assert Settings(redis_url=url, _env_file=None).redis_url == url
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("WEFT_KEY_PREFIX", "weft{eu}"),
+        ("WEFT_KEY_PREFIX", "shop*"),
+        ("WEFT_KEY_PREFIX", ""),
+        ("WEFT_PORT", "eighty"),
+        ("WEFT_LOG_FORMAT", "xml"),
+        ("WEFT_CART_TTL_SECONDS", "-5"),
+    ],
+)
+def test_other_bad_settings_are_one_line_naming_the_variable(variable: str, value: str) -> None:
+    env = {variable: value, "WEFT_REDIS_URL": "redis://127.0.0.1:1/0"}
+    for command in (serve_command(), sessions_command("count")):  # no --port: it would override WEFT_PORT
+        completed = run_cli(command, env)
+        err = assert_one_line(completed, variable)
+        if len(value) > 2:
+            assert value not in err, err  # the reason, not an echo of the input
+
+
+def test_two_bad_settings_are_named_in_one_line() -> None:
+    completed = run_cli(serve_command(port=0), {"WEFT_KEY_PREFIX": "a b", "WEFT_MAX_QUANTITY": "0"})
+    assert_one_line(completed, "WEFT_KEY_PREFIX", "WEFT_MAX_QUANTITY")
