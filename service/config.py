@@ -14,7 +14,7 @@ LOCAL_HOSTS = ["127.0.0.1", "localhost", "[::1]"]
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 KEY_PREFIX_PATTERN = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 BAD_REDIS_URL = (
-    "is not a Redis URL like redis://[:password@]host[:port][/db], rediss://... or unix:///path; "
+    "not a Redis URL like redis://[:password@]host[:port][/db], rediss://... or unix:///path; "
     "percent-encode '/', ':', '@' and '%' in a password (for example '/' as %2F)"
 )
 
@@ -166,5 +166,5 @@ def settings_error_line(exc: Exception) -> str:
     for error in exc.errors(include_url=False, include_input=False):
         variable = "WEFT_" + str(error["loc"][0]).upper() if error["loc"] else ""
         message = str(error["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
-        problems.append(f"{variable} {message}" if variable else message)
+        problems.append(f"{variable}: {message}" if variable else message)
     return "invalid settings: " + "; ".join(" ".join(problem.split()) for problem in problems)
