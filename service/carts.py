@@ -25,10 +25,11 @@ from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from service.metrics import REDIS_ERRORS
+from service.cart_count import CartCount, CartCounter
+from service.metrics import REDIS_ERRORS, note_storage_condition
 from service.redis_clients import close_client, open_client
+from service.storage_faults import Diagnosis, Fault, diagnose
 
 if TYPE_CHECKING:
     from service.config import Settings
@@ -36,6 +37,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 LAST_ACCESSED_FIELD = "_last_accessed"
+# The key readiness probes: of the cart shape (so the ACL's key patterns and the cluster routing are
+# the tools'), but no session maps to it: ids starting "h-" are always hashed to "h-<32 hex>".
+PROBE_SESSION_KEY = "h-readyz"
 SCAN_COUNT = 1000
 CONNECT_TIMEOUT_SECONDS = 1.0
 SOCKET_TIMEOUT_SECONDS = 1.5
@@ -48,15 +52,16 @@ IDEMPOTENT_RETRY = AsyncRetry(
 
 
 class CartStorageError(RuntimeError):
-    """Redis did not answer (in time); the caller should retry later.
+    """A cart storage call failed; ``kind`` says why (``service.storage_faults.Fault``).
 
     ``maybe_applied`` is true when the command was sent but no answer came: the script may
     have run, so a change that is not idempotent must not be repeated blindly.
     """
 
-    def __init__(self, message: str, *, maybe_applied: bool) -> None:
+    def __init__(self, message: str, *, maybe_applied: bool, kind: str = Fault.UNREACHABLE) -> None:
         super().__init__(message)
         self.maybe_applied = maybe_applied
+        self.kind = Fault(kind)
 
 
 class CartRejected(ValueError):
@@ -102,11 +107,14 @@ def line_value_tail(name: str, price: Decimal) -> str:
 class CartStore:
     """Carts over the Redis protocol; each public coroutine is one script call (or one DEL)."""
 
-    # Shared Lua: stamp the access, slide the TTL, return the whole cart.
+    # Shared Lua: stamp the access, slide the TTL, return the whole cart. The stamp and the TTL use
+    # pcall: after a script's change they must not fail halfway, and when Redis is out of memory a
+    # read still answers with the stamp left as it was. Every script's first command is a hash read,
+    # so a key of another type fails (WRONGTYPE) before anything is written.
     _TOUCH = """
 local function touch(key, now, ttl)
-  redis.call('HSET', key, '_last_accessed', now)
-  if ttl > 0 then redis.call('EXPIRE', key, ttl) else redis.call('PERSIST', key) end
+  redis.pcall('HSET', key, '_last_accessed', now)
+  if ttl > 0 then redis.pcall('EXPIRE', key, ttl) else redis.pcall('PERSIST', key) end
   return redis.call('HGETALL', key)
 end
 local function line_count(key)
@@ -148,7 +156,7 @@ if not current then return {'not_in_cart', 0} end
 if quantity == 0 then
   redis.call('HDEL', key, field)
   if line_count(key) == 0 then
-    redis.call('DEL', key)
+    redis.pcall('DEL', key)
     return {'ok', {}}
   end
 else
@@ -162,10 +170,18 @@ return {'ok', touch(key, ARGV[4], tonumber(ARGV[3]))}
     VIEW_SCRIPT = (
         _TOUCH
         + """
-if redis.call('EXISTS', KEYS[1]) == 0 then return {'ok', {}} end
+if redis.call('HLEN', KEYS[1]) == 0 then return {'ok', {}} end
 return {'ok', touch(KEYS[1], ARGV[2], tonumber(ARGV[1]))}
 """
     )
+
+    # KEYS[1] the probe key (no cart). What a cart write needs: EVALSHA, write rights on a key of the
+    # cart shape, and memory (Redis refuses a script's first write under maxmemory). Leaves nothing.
+    PROBE_SCRIPT = """
+redis.call('HSET', KEYS[1], '_probe', '1')
+redis.call('DEL', KEYS[1])
+return 'ok'
+"""
 
     def __init__(
         self,
@@ -186,6 +202,8 @@ return {'ok', touch(KEYS[1], ARGV[2], tonumber(ARGV[1]))}
         self._add = client.register_script(self.ADD_SCRIPT)
         self._set_quantity = client.register_script(self.SET_QUANTITY_SCRIPT)
         self._view = client.register_script(self.VIEW_SCRIPT)
+        self._probe = client.register_script(self.PROBE_SCRIPT)
+        self.cart_counter = CartCounter(self.count_carts)
 
     @classmethod
     def connect(
@@ -235,7 +253,13 @@ return {'ok', touch(KEYS[1], ARGV[2], tonumber(ARGV[1]))}
 
     @property
     def cart_pattern(self) -> str:
-        return f"{self.key_prefix}:cart:*"
+        """``<prefix>:cart:{*``: with ``is_cart_key`` exactly this deployment's carts, never those of a
+        deployment whose prefix starts like ours (``weft`` and ``weft:cart:eu``)."""
+        return f"{self.key_prefix}:cart:{{*"
+
+    def is_cart_key(self, key: str) -> bool:
+        """Prefixes and session keys hold no braces, so ``<prefix>:cart:{...}`` ending in ``}`` is ours."""
+        return key.endswith("}") and "}" not in key[len(self.key_prefix) + 7 : -1]
 
     async def view(self, session_key: str) -> Cart:
         return await self._run(self._view, session_key, self.ttl_seconds, _now(), idempotent=True)
@@ -263,9 +287,12 @@ return {'ok', touch(KEYS[1], ARGV[2], tonumber(ARGV[1]))}
         await _call(lambda: self.client.delete(self.cart_key(session_key)), idempotent=True)
         return EMPTY_CART
 
-    def _scan(self) -> AsyncIterator[str]:
-        """``SCAN MATCH <prefix>:cart:* COUNT 1000`` (never KEYS, which blocks Redis); every primary on a cluster."""
-        return self.client.scan_iter(match=self.cart_pattern, count=SCAN_COUNT)
+    async def _scan(self) -> AsyncIterator[str]:
+        """``SCAN MATCH <prefix>:cart:{* COUNT 1000`` (never KEYS, which blocks Redis); every primary on a
+        cluster. Only keys of the exact cart shape come out."""
+        async for key in self.client.scan_iter(match=self.cart_pattern, count=SCAN_COUNT):
+            if self.is_cart_key(key):
+                yield key
 
     async def scan_cart_keys(self) -> AsyncIterator[str]:
         """Every cart key, for operators; a failure mid-sweep is a ``CartStorageError``."""
@@ -283,8 +310,18 @@ return {'ok', touch(KEYS[1], ARGV[2], tonumber(ARGV[1]))}
 
         return await _call(count, idempotent=True)
 
+    async def counted_carts(self) -> CartCount:
+        """``count_carts`` as seen within the last few seconds: one SCAN sweep per worker serves a burst."""
+        return await self.cart_counter.get()
+
     async def ping(self) -> None:
         await _call(self.client.ping, idempotent=True)
+
+    async def probe(self) -> None:
+        """What readiness checks: a cart write through the tools' path (a ``CartStorageError`` says why not)."""
+        keys = [self.cart_key(PROBE_SESSION_KEY)]
+        await _call(lambda: self._probe(keys=keys, args=[]), idempotent=True)
+        note_storage_condition("ok")
 
     async def aclose(self) -> None:
         await close_client(self.client)
@@ -327,19 +364,20 @@ async def _note_failure(error: Exception, failures: int) -> None:
 
 
 def _storage_error(exc: RedisError) -> CartStorageError:
-    logger.error("Cart storage failed: %s: %s", type(exc).__name__, exc)
+    diagnosis: Diagnosis = diagnose(exc)
+    logger.error("Cart storage failed (%s): %s: %s", diagnosis.fault, type(exc).__name__, exc)
     REDIS_ERRORS.labels(type(exc).__name__).inc()
-    return CartStorageError("cart storage unavailable, retry", maybe_applied=not _never_sent(exc))
+    if diagnosis.fault is not Fault.DAMAGED:  # one cart's problem, not the store's
+        note_storage_condition(diagnosis.fault)
+    return CartStorageError(diagnosis.reason, maybe_applied=diagnosis.maybe_applied, kind=diagnosis.fault)
 
 
-def _never_sent(exc: RedisError) -> bool:
-    """True only when the failure was in connecting, so no command reached Redis.
-
-    A timeout or a connection dropped after sending may follow a script that ran. redis-py
-    says "Error N connecting to host:port" for a failed connect; any other wording counts as
-    "may have run", which errs on the safe side.
-    """
-    return isinstance(exc, RedisConnectionError) and not isinstance(exc, RedisTimeoutError) and "connecting" in str(exc)
+def parse_stamp(value: str | None) -> int | None:
+    """``_last_accessed`` as Unix seconds, or None when absent or unreadable (written by hand, or damaged)."""
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
 
 
 def parse_line(product_id: str, value: str) -> CartLine | None:
@@ -357,7 +395,7 @@ def _parse_cart(flat: list[str]) -> Cart:
     last_accessed: int | None = None
     for field, value in zip(flat[::2], flat[1::2], strict=True):
         if field == LAST_ACCESSED_FIELD:
-            last_accessed = int(value)
+            last_accessed = parse_stamp(value)
             continue
         line = parse_line(field, value)
         if line is None:

@@ -22,6 +22,7 @@ from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
     multiprocess,
@@ -45,10 +46,25 @@ TOOL_SECONDS = Histogram(
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )
 REDIS_ERRORS = Counter("weft_redis_errors_total", "Cart storage calls that failed, by redis-py error type.", ["error"])
+STORAGE_CONDITIONS = ("ok", "full", "authentication", "permission", "timeout", "unreachable", "failed")
+STORAGE_CONDITION = Gauge(
+    "weft_cart_storage_condition",
+    "1 for the cart store's condition as last seen by any worker (a readiness probe, a /metrics scrape or a "
+    "failed tool call), 0 for the others: ok, full (out of memory: writes refused, reads work), "
+    "authentication, permission, timeout, unreachable, failed.",
+    ["condition"],
+    multiprocess_mode="livemostrecent",  # every worker shares one Redis: the latest observation wins
+)
 FALLBACK_CALLS = Counter(
     "weft_fallback_session_calls_total",
     "Tool calls that sent no conversation id and were filed under the shared fallback cart.",
 )
+
+
+def note_storage_condition(condition: str) -> None:
+    """Set the condition gauge: all labels at once, so the newest observation is one consistent set."""
+    for name in STORAGE_CONDITIONS:
+        STORAGE_CONDITION.labels(name).set(1 if name == condition else 0)
 
 
 def multiprocess_mode() -> bool:

@@ -23,7 +23,7 @@ import pytest
 import pytest_asyncio
 import redis
 
-from service.carts import LAST_ACCESSED_FIELD, SCAN_COUNT, Cart, CartRejected, CartStore
+from service.carts import LAST_ACCESSED_FIELD, SCAN_COUNT, Cart, CartRejected, CartStorageError, CartStore
 
 SESSION = "s1"
 HEBREW_NAME = "ריבת תות שדה"
@@ -532,3 +532,95 @@ async def test_commandstats_show_one_script_call_per_cart_call(
         assert await exists(store) == 0
     finally:
         admin.close()
+
+
+# 14. Exact cart shape, damaged keys, one count per burst
+
+
+async def test_counting_and_scanning_ignore_a_deployment_whose_prefix_extends_this_one(
+    make_store: StoreFactory, key_prefix: str
+) -> None:
+    """Prefixes ``P`` and ``P:cart:eu`` on one Redis: each counts and scans only its own carts."""
+    mine = make_store()
+    theirs = make_store(key_prefix=f"{key_prefix}:cart:eu")
+    for session in ("m1", "m2"):
+        await add(mine, "a", session=session)
+    for session in ("t1", "t2", "t3"):
+        await add(theirs, "a", session=session)
+    await mine.client.set(f"{key_prefix}:cart:loose", "x")  # under the prefix, not of the cart shape
+    await mine.client.set(f"{key_prefix}:cart:{{m9}}:tail", "x")
+
+    assert await mine.count_carts() == 2
+    assert await theirs.count_carts() == 3
+    assert sorted([key async for key in mine.scan_cart_keys()]) == [mine.cart_key("m1"), mine.cart_key("m2")]
+    assert len([key async for key in theirs.scan_cart_keys()]) == 3
+
+
+async def test_a_non_integer_stamp_does_not_break_reading_or_adding(store: CartStore) -> None:
+    await add(store, "a", 2)
+    await store.client.hset(store.cart_key(SESSION), LAST_ACCESSED_FIELD, "yesterday")
+    cart = await store.view(SESSION)
+    assert quantities(cart) == {"a": 2}
+    assert quantities(await add(store, "a")) == {"a": 3}
+
+
+async def test_a_cart_key_of_another_type_is_damaged_and_left_alone(store: CartStore) -> None:
+    """A foreign string at a cart key: every script call says damaged (never "retry") and changes nothing."""
+    key = store.cart_key(SESSION)
+    await store.client.set(key, "foreign", ex=1000)
+    for call in (
+        lambda: store.view(SESSION),
+        lambda: add(store, "a"),
+        lambda: store.set_quantity(SESSION, "a", 2),
+        lambda: store.remove(SESSION, "a"),
+    ):
+        with pytest.raises(CartStorageError) as raised:
+            await call()
+        assert raised.value.kind == "damaged" and not raised.value.maybe_applied
+    assert await store.client.get(key) == "foreign"
+    assert 0 < await store.client.ttl(key) <= 1000  # not even the TTL was touched
+
+
+async def test_one_count_serves_a_burst_and_a_later_call_recounts(store: CartStore) -> None:
+    """16 concurrent counts share one SCAN sweep; within the window the count is reused; after it, redone."""
+    for session in ("c1", "c2", "c3"):
+        await add(store, "a", session=session)
+    scans = 0
+    scan = store.client.scan
+
+    async def counting_scan(*args: Any, **kwargs: Any) -> Any:
+        nonlocal scans
+        scans += 1
+        await asyncio.sleep(0.01)  # let the other callers arrive while the sweep runs
+        return await scan(*args, **kwargs)
+
+    store.client.scan = counting_scan  # type: ignore[method-assign]
+    now = [1000.0]
+    store.cart_counter.clock = lambda: now[0]
+    counts = await asyncio.gather(*(store.counted_carts() for _ in range(16)))
+    assert {count.carts for count in counts} == {3} and scans == 1
+    assert len({count.counted_at for count in counts}) == 1
+
+    await add(store, "a", session="c4")
+    now[0] += 2
+    again = await store.counted_carts()
+    assert again.carts == 3 and scans == 1 and again.age_seconds(now[0]) == pytest.approx(2)
+
+    now[0] += store.cart_counter.max_age_seconds
+    assert (await store.counted_carts()).carts == 4 and scans == 2
+
+
+async def test_a_failed_count_is_not_kept(store: CartStore) -> None:
+    await add(store, "a")
+    scan = store.client.scan
+    failures = [redis.exceptions.ResponseError("NOPERM this user has no permissions to run the 'scan' command")]
+
+    async def failing_scan(*args: Any, **kwargs: Any) -> Any:
+        if failures:
+            raise failures.pop()
+        return await scan(*args, **kwargs)
+
+    store.client.scan = failing_scan  # type: ignore[method-assign]
+    with pytest.raises(CartStorageError):
+        await store.counted_carts()
+    assert (await store.counted_carts()).carts == 1
