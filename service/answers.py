@@ -10,12 +10,30 @@ from mcp_types import CallToolResult, TextContent
 from service.carts import Cart, CartRejected, CartStorageError
 from service.catalog import DEFAULT_CURRENCY, Catalog, Product, SearchPage
 from service.sessions import Session
+from service.storage_faults import Fault
 
 STORAGE_UNAVAILABLE = "Cart storage unavailable, retry in a moment."
+STORAGE_UNAVAILABLE_NOT_SAVED = "Cart storage unavailable, so nothing was saved; retry in a moment."
 STORAGE_UNAVAILABLE_MAYBE_SAVED = (
     "Cart storage unavailable (no answer in time); the change may still have been saved, "
     "so check view_cart before retrying."
 )
+# Failures that retrying does not cure: one sentence each, with the reason and what was saved.
+STORAGE_FAULT_TEXTS = {
+    Fault.FULL: "Cart storage is full, so nothing was saved; the cart can still be viewed and lines removed.",
+    Fault.DAMAGED: (
+        "This cart's stored data is damaged, so nothing was changed; clear_cart removes it "
+        "(or ask the shop's operator: weft-mcp sessions purge)."
+    ),
+    Fault.AUTHENTICATION: (
+        "Cart storage refused this shop's credentials, so nothing was changed; the shop's operator must fix "
+        "the Redis password, and retrying will not help until then."
+    ),
+    Fault.PERMISSION: (
+        "Cart storage does not permit this shop to use carts, so nothing was changed; the shop's operator must "
+        "fix Redis' access rules, and retrying will not help until then."
+    ),
+}
 
 
 def text_result(text: str, data: dict[str, Any]) -> CallToolResult:
@@ -93,8 +111,13 @@ def cart_text(payload: dict[str, Any], headline: str = "") -> str:
 
 
 def storage_error_text(exc: CartStorageError, *, retry_safe: bool) -> str:
-    """A timed-out add may have run: say so, or the advice to retry would add twice."""
-    return STORAGE_UNAVAILABLE_MAYBE_SAVED if exc.maybe_applied and not retry_safe else STORAGE_UNAVAILABLE
+    """The reason, and whether anything was saved: "may have been saved" only when the command was sent
+    and no answer came (a timed-out add may have run, so retrying blindly would add twice)."""
+    if exc.kind in STORAGE_FAULT_TEXTS:
+        return STORAGE_FAULT_TEXTS[exc.kind]
+    if retry_safe:
+        return STORAGE_UNAVAILABLE
+    return STORAGE_UNAVAILABLE_MAYBE_SAVED if exc.maybe_applied else STORAGE_UNAVAILABLE_NOT_SAVED
 
 
 def rejection_text(exc: CartRejected, max_quantity: int) -> str:

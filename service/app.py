@@ -10,12 +10,11 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import anyio
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -25,13 +24,13 @@ from service.catalog import load_catalog
 from service.config import Settings
 from service.logs import RequestIdMiddleware, configure_logging
 from service.metrics import mark_worker_dead, metrics_endpoint
+from service.readiness import storage_readiness
 from service.shutdown import Drain
 from service.tools import Shop, create_server
 
 logger = logging.getLogger(__name__)
 
 MCP_PATH = "/mcp"
-READY_TIMEOUT_SECONDS = 1.0
 
 
 class McpEndpointGuard:
@@ -97,13 +96,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
     async def readyz(request: Request) -> JSONResponse:
         if drain.draining:
             return JSONResponse({"status": "draining", "reason": "shutting down (SIGTERM)"}, status_code=503)
-        try:
-            with anyio.fail_after(READY_TIMEOUT_SECONDS):
-                await carts.ping()
-        except (CartStorageError, TimeoutError):
-            reason = f"cart storage ({carts.backend}) did not answer a ping within {READY_TIMEOUT_SECONDS:g} s"
-            return JSONResponse({"status": "unavailable", "reason": reason}, status_code=503)
-        return JSONResponse({"status": "ready", "storage": carts.backend})
+        status, body = await storage_readiness(carts)  # the tools' path: auth, ACL, memory (service.readiness)
+        return JSONResponse(body, status_code=status)
+
+    async def metrics(request: Request) -> Response:
+        await storage_readiness(carts)  # a scrape sees the store's condition now (weft_cart_storage_condition)
+        return await metrics_endpoint(request)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -128,7 +126,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         routes=[
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
-            Route("/metrics", metrics_endpoint, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
             Mount("/", app=McpEndpointGuard(mcp_app)),
         ],
         lifespan=lifespan,

@@ -65,7 +65,7 @@ def diagnose(exc: RedisError) -> Diagnosis:
     text = str(exc)
     if isinstance(exc, AuthenticationError) or text.startswith(("NOAUTH", "WRONGPASS")):
         return Diagnosis(Fault.AUTHENTICATION, maybe_applied=False)
-    if isinstance(exc, NoPermissionError) or text.startswith("NOPERM"):
+    if isinstance(exc, NoPermissionError) or text.startswith("NOPERM") or _script_denied(text):
         return Diagnosis(Fault.PERMISSION, maybe_applied=False)
     if isinstance(exc, OutOfMemoryError) or text.startswith("OOM"):
         return Diagnosis(Fault.FULL, maybe_applied=False)
@@ -84,3 +84,9 @@ def _while_connecting(text: str) -> bool:
     """redis-py's words for a failed connect ("Error 111 connecting to ...", "Timeout connecting to server",
     Sentinel's "No master found"): no command reached Redis."""
     return "connecting" in text or text.startswith("No master found")
+
+
+def _script_denied(text: str) -> bool:
+    """ACL denials inside a script come as plain errors (Redis 7.0: "The user executing the script can't run
+    this command ..."; 7.2 and later: "... no permissions ...")."""
+    return "The user executing the script can't" in text or "has no permissions to" in text

@@ -15,7 +15,6 @@ from pydantic import WithJsonSchema
 
 from service import __version__
 from service.answers import (
-    STORAGE_UNAVAILABLE,
     cart_payload,
     cart_text,
     error_result,
@@ -235,22 +234,27 @@ def register_tools(server: MCPServer, shop: Shop) -> None:
         try:
             session = await session_of(ctx)
             cart = await carts.view(session.key)
-            active = await carts.count_carts()
+            count = await carts.counted_carts()  # one SCAN sweep per worker serves a few seconds of calls
         except SessionError as exc:
             return error_result(str(exc))
-        except CartStorageError:
-            return error_result(STORAGE_UNAVAILABLE)
+        except CartStorageError as exc:
+            return error_result(storage_error_text(exc, retry_safe=True))
+        # Other carts appear only as this aggregate, counted at most once per few seconds (see README).
+        active = count.carts
+        ago = round(count.age_seconds(carts.cart_counter.clock()), 1)
         data = {
             "session_id": session.id,
             "session_source": session.source,
             "items_in_cart": len(cart.lines),
             "active_sessions": active,
+            "counted_at": count.counted_at.isoformat(timespec="seconds").replace("+00:00", "Z"),
+            "counted_seconds_ago": ago,
             "storage": carts.backend,
             "shared_fallback_cart": session.is_fallback,
         }
         text = (
             f"Session {session.id!r} (from {session.source}); {len(cart.lines)} line(s) in its cart; "
-            f"{active} active cart(s) in {carts.backend} storage."
+            f"{active} active cart(s) in {carts.backend} storage (counted {ago:g} s ago)."
         )
         if session.is_fallback:
             text += " WARNING: no conversation id was sent, so this call used the cart shared by all such calls."

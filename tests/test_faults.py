@@ -19,9 +19,11 @@ from typing import Any
 
 import pytest
 import redis
+from redis.exceptions import AuthenticationError, NoPermissionError, OutOfMemoryError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from service.answers import storage_error_text
 from service.carts import CartStorageError, CartStore
 from tests.redis_server import RedisProcess, free_port
 from tests.serve_process import ServeProcess, add_calls
@@ -252,3 +254,38 @@ def test_redis_aof_sigkilled_under_load_keeps_every_acknowledged_add(private_red
             client.close()
             if revived is not None:
                 revived.stop()
+
+
+# ---------------------------------------------------------------- what failed, and whether it may have run
+
+
+@pytest.mark.parametrize(
+    ("error", "kind", "maybe_applied"),
+    [
+        (RedisTimeoutError("Timeout reading from socket"), "timeout", True),
+        (RedisConnectionError("Connection closed by server."), "unreachable", True),
+        (RedisTimeoutError("Timeout connecting to server"), "timeout", False),
+        (RedisConnectionError("Error 111 connecting to 127.0.0.1:1. Connection refused."), "unreachable", False),
+        (AuthenticationError("invalid username-password pair or user is disabled."), "authentication", False),
+        (NoPermissionError("this user has no permissions to access one of the keys used as arguments"),
+         "permission", False),
+        (OutOfMemoryError("command not allowed when used memory > 'maxmemory'. script: 1f, on @user_script:26."),
+         "full", False),
+        (ResponseError("WRONGTYPE Operation against a key holding the wrong kind of value"), "damaged", False),
+        (ResponseError("ERR something else"), "failed", False),
+    ],
+)
+async def test_an_add_says_may_have_been_saved_only_when_it_was_sent_unanswered(
+    error: Exception, kind: str, maybe_applied: bool
+) -> None:
+    store = CartStore.connect(None)
+    store._add = Flaky(store._add, error, 1)  # type: ignore[method-assign]
+    with pytest.raises(CartStorageError) as raised:
+        await store.add("s", OATS, 1, "Oats", Decimal("18.90"))
+    assert (raised.value.kind, raised.value.maybe_applied) == (kind, maybe_applied)
+    text = storage_error_text(raised.value, retry_safe=False)
+    assert ("may still have been saved" in text) is maybe_applied, text
+    assert len(text.split(". ")) <= 2 and "Error" not in text, text
+    if not maybe_applied:
+        assert "nothing was saved" in text or "nothing was changed" in text, text
+    await store.aclose()

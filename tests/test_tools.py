@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -209,11 +211,14 @@ async def test_debug_session_counts_without_leaking(shop: Shop) -> None:
         me = Chat(client, "me")
         await me.ok("add_to_cart", product_id=TAHINI)
         result = await me.call("debug_session")
-        data = result.structured_content
+        data = dict(result.structured_content)
+        counted_at, ago = data.pop("counted_at"), data.pop("counted_seconds_ago")
         assert data == {
             "session_id": "me", "session_source": "sessionId", "items_in_cart": 1,
             "active_sessions": 2, "storage": "embedded", "shared_fallback_cart": False,
         }  # fmt: skip
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", counted_at) and 0 <= ago < 5, (counted_at, ago)
+        assert "counted" in result.content[0].text
         assert "secret" not in result.content[0].text and "secret" not in str(data)
 
 
@@ -229,7 +234,7 @@ async def test_debug_tool_can_be_removed() -> None:
 @pytest.mark.parametrize(
     ("message", "expected"),
     [
-        ("Error 111 connecting to 127.0.0.1:6399. Connection refused.", "Cart storage unavailable, retry in a moment."),
+        ("Error 111 connecting to 127.0.0.1:6399. Connection refused.", "nothing was saved; retry in a moment."),
         ("Connection closed by server.", "check view_cart before retrying"),
     ],
 )

@@ -1,0 +1,198 @@
+"""A real ``weft-mcp serve`` on private Redis servers in bad conditions: out of memory, a wrong password,
+ACL users without rights. Each tool says the real reason and whether anything was saved; ``/readyz``
+checks what the tools need; ``/metrics`` reports the condition. And a burst of ``debug_session``
+calls costs one SCAN sweep."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Iterator
+
+import httpx
+import pytest
+import redis
+
+from tests.redis_server import RedisProcess
+from tests.serve_process import JSON_HEADERS, ServeProcess, call_tool, tool_call_message
+
+pytestmark = pytest.mark.e2e
+
+OATS, TAHINI = "demo-market:i1702", "demo-market:i1101"
+
+
+@pytest.fixture(autouse=True)
+def _needs_redis_server() -> None:
+    if shutil.which("redis-server") is None:
+        if os.environ.get("WEFT_TEST_REQUIRE_REDIS") == "1":
+            pytest.fail("WEFT_TEST_REQUIRE_REDIS=1 but redis-server is not installed")
+        pytest.skip("redis-server is not installed")
+
+
+def new_prefix() -> str:
+    return f"weft-cond-{uuid.uuid4().hex[:12]}"
+
+
+def text_of(result: dict) -> str:
+    return result["content"][0]["text"]
+
+
+def readiness(server: ServeProcess) -> tuple[int, dict]:
+    response = httpx.get(f"{server.url}/readyz", timeout=5)
+    return response.status_code, response.json()
+
+
+def condition_gauge(server: ServeProcess) -> dict[str, float]:
+    body = httpx.get(f"{server.url}/metrics", timeout=5).text
+    return {m[1]: float(m[2]) for m in re.finditer(r'^weft_cart_storage_condition\{condition="(\w+)"\} (\S+)$', body, re.M)}
+
+
+def make_full(client: redis.Redis, prefix: str) -> None:
+    """Fill with string keys of another prefix, then put maxmemory below what is used: out of memory
+    (noeviction) for as long as the test needs, whatever client buffers come and go."""
+    for index in range(20):
+        client.set(f"{prefix}:{index}", "x" * 50_000)
+    client.config_set("maxmemory", str(int(client.info("memory")["used_memory"]) // 2))
+    with pytest.raises(redis.exceptions.OutOfMemoryError):
+        client.set(f"{prefix}:more", "x")
+
+
+@pytest.fixture
+def full_redis() -> Iterator[RedisProcess]:
+    server = RedisProcess(extra_args=("--maxmemory-policy", "noeviction")).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_out_of_memory_refuses_writes_plainly_and_keeps_reads(full_redis: RedisProcess) -> None:
+    prefix = new_prefix()
+    admin = redis.Redis.from_url(full_redis.url, decode_responses=True)
+    key = f"{prefix}:cart:{{full-chat}}"
+    with ServeProcess(env={"WEFT_REDIS_URL": full_redis.url, "WEFT_KEY_PREFIX": prefix}) as shop:
+        for product in (OATS, TAHINI):
+            assert not call_tool(shop.mcp_url, "add_to_cart", {"product_id": product}, session="full-chat").get("isError")
+        assert readiness(shop) == (200, {"status": "ready", "storage": "redis"})
+        assert condition_gauge(shop)["ok"] == 1.0
+
+        make_full(admin, f"{prefix}-filler")
+        before = admin.hgetall(key)
+        for name, arguments in (
+            ("add_to_cart", {"product_id": OATS}),  # an existing line
+            ("add_to_cart", {"product_id": "demo-market:i1102"}),  # a new line
+            ("update_cart_item", {"product_id": OATS, "quantity": 5}),
+        ):
+            result = call_tool(shop.mcp_url, name, arguments, session="full-chat")
+            assert result.get("isError") is True, result
+            assert "full" in text_of(result) and "nothing was saved" in text_of(result), text_of(result)
+            assert "may still" not in text_of(result)
+        result = call_tool(shop.mcp_url, "add_to_cart", {"product_id": OATS}, session="new-chat-while-full")
+        assert "full" in text_of(result) and not admin.exists(f"{prefix}:cart:{{new-chat-while-full}}")
+        assert admin.hgetall(key) == before  # nothing half-applied, not even the stamp
+
+        view = call_tool(shop.mcp_url, "view_cart", session="full-chat")
+        assert not view.get("isError"), text_of(view)
+        assert {item["id"]: item["quantity"] for item in view["structuredContent"]["items"]} == {OATS: 1, TAHINI: 1}
+        debug = call_tool(shop.mcp_url, "debug_session", session="full-chat")
+        assert not debug.get("isError") and debug["structuredContent"]["items_in_cart"] == 2, text_of(debug)
+
+        status, body = readiness(shop)
+        assert (status, body["status"], body["condition"]) == (200, "degraded", "full"), body
+        assert "memory" in body["reason"]
+        gauge = condition_gauge(shop)
+        assert gauge["full"] == 1.0 and gauge["ok"] == 0.0, gauge
+
+        removed = call_tool(shop.mcp_url, "remove_from_cart", {"product_id": TAHINI}, session="full-chat")
+        assert not removed.get("isError"), text_of(removed)  # removing frees memory, so it is allowed
+
+        admin.config_set("maxmemory", "0")
+        assert readiness(shop) == (200, {"status": "ready", "storage": "redis"})
+        assert condition_gauge(shop)["full"] == 0.0
+        again = call_tool(shop.mcp_url, "add_to_cart", {"product_id": OATS}, session="full-chat")
+        assert not again.get("isError") and again["structuredContent"]["items"][0]["quantity"] == 2
+        assert not admin.exists(f"{prefix}:cart:{{h-readyz}}")  # the probe leaves nothing behind
+    admin.close()
+
+
+def test_wrong_password_is_named_and_not_ready() -> None:
+    server = RedisProcess().start()
+    try:
+        redis.Redis(port=server.port).config_set("requirepass", "right-Pa55")
+        for url in (f"redis://:wrong-Pa55@127.0.0.1:{server.port}/0", server.url):  # wrong, then none
+            with ServeProcess(env={"WEFT_REDIS_URL": url, "WEFT_KEY_PREFIX": new_prefix()}) as shop:
+                status, body = readiness(shop)
+                assert (status, body["condition"]) == (503, "authentication"), body
+                assert "authentication" in body["reason"] and "ping" not in body["reason"]
+                for name, arguments in (("add_to_cart", {"product_id": OATS}), ("view_cart", {})):
+                    result = call_tool(shop.mcp_url, name, arguments, session="pw-chat")
+                    assert result.get("isError") is True and "credentials" in text_of(result), result
+                    assert "may still" not in text_of(result)
+                assert condition_gauge(shop)["authentication"] == 1.0
+                assert "wrong-Pa55" not in shop.log_text()
+    finally:
+        server.stop()
+
+
+def test_acl_users_without_rights_are_named_and_not_ready() -> None:
+    server = RedisProcess().start()
+    admin = redis.Redis.from_url(server.url, decode_responses=True)
+    prefix = new_prefix()
+    try:
+        admin.execute_command("ACL", "SETUSER", "nokeys", "on", ">nk-Pa55", "+@all")  # no key patterns
+        admin.execute_command("ACL", "SETUSER", "reader", "on", ">rd-Pa55", f"~{prefix}:*", "+@read",
+                              "+@connection", "+evalsha", "+eval", "+script|load")  # fmt: skip
+        admin.hset(f"{prefix}:cart:{{acl-chat}}", mapping={OATS: '{"q":3,"n":"Oats","p":"18.90"}',
+                                                            "_last_accessed": "1700000000"})  # fmt: skip
+        for user, password in (("nokeys", "nk-Pa55"), ("reader", "rd-Pa55")):
+            url = f"redis://{user}:{password}@127.0.0.1:{server.port}/0"
+            with ServeProcess(env={"WEFT_REDIS_URL": url, "WEFT_KEY_PREFIX": prefix}) as shop:
+                status, body = readiness(shop)
+                assert (status, body["condition"]) == (503, "permission"), (user, body)
+                result = call_tool(shop.mcp_url, "add_to_cart", {"product_id": OATS}, session="acl-chat")
+                assert result.get("isError") is True and "permit" in text_of(result), (user, result)
+                assert "may still" not in text_of(result)
+                view = call_tool(shop.mcp_url, "view_cart", session="acl-chat")
+                if user == "reader":  # reading needs no write: the stamp is skipped
+                    assert not view.get("isError") and view["structuredContent"]["item_count"] == 3, view
+                else:
+                    assert view.get("isError") is True and "permit" in text_of(view), view
+        assert admin.hget(f"{prefix}:cart:{{acl-chat}}", OATS) == '{"q":3,"n":"Oats","p":"18.90"}'
+    finally:
+        admin.close()
+        server.stop()
+
+
+async def _debug_burst(url: str, count: int) -> list[dict]:
+    async with httpx.AsyncClient(timeout=20) as client:
+
+        async def one(index: int) -> dict:
+            message = tool_call_message("debug_session", meta={"sessionId": f"burst-{index}"}, request_id=index)
+            response = await client.post(url, json=message, headers=JSON_HEADERS)
+            return response.json()["result"]
+
+        return list(await asyncio.gather(*(one(i) for i in range(count))))
+
+
+def test_a_burst_of_debug_calls_costs_one_scan() -> None:
+    server = RedisProcess().start()
+    admin = redis.Redis.from_url(server.url, decode_responses=True)
+    prefix = new_prefix()
+    try:
+        with ServeProcess(env={"WEFT_REDIS_URL": server.url, "WEFT_KEY_PREFIX": prefix}) as shop:
+            for index in range(3):
+                call_tool(shop.mcp_url, "add_to_cart", {"product_id": OATS}, session=f"cart-{index}")
+            admin.config_resetstat()
+            results = asyncio.run(_debug_burst(shop.mcp_url, 16))
+            scans = admin.info("commandstats").get("cmdstat_scan", {}).get("calls", 0)
+            assert scans == 1, admin.info("commandstats")
+            data = [result["structuredContent"] for result in results]
+            assert {d["active_sessions"] for d in data} == {3}
+            assert len({d["counted_at"] for d in data}) == 1 and all(d["counted_seconds_ago"] < 5 for d in data)
+            assert all("burst-" not in str(d["active_sessions"]) for d in data)
+    finally:
+        admin.close()
+        server.stop()
