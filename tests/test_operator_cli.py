@@ -54,7 +54,7 @@ def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
 
 def test_count_and_list(carts, capsys) -> None:
     code, out, _ = run(capsys, "count", "--json")
-    assert code == 0 and json.loads(out) == {"carts": 5}
+    assert code == 0 and json.loads(out) == {"carts": 5, "damaged": 0, "damaged_keys": []}
     code, out, _ = run(capsys, "list", "--json", "--limit", "10")
     listed = {row["session_key"]: row for row in json.loads(out)}
     assert set(listed) == {"chat-0", "chat-1", "chat-2", "chat-3", session_key(LONG_ID)}
@@ -78,12 +78,14 @@ def test_show_finds_hashed_ids_and_does_not_touch_the_cart(carts, capsys, key_pr
     assert code == 0 and "Oats" in out and session_key(LONG_ID) in out
     code, out, _ = run(capsys, "show", "nobody")
     assert code == 1 and "no cart" in out
+    code, out, _ = run(capsys, "show", "nobody", "--json")
+    assert code == 1 and json.loads(out)["exists"] is False
 
 
 def test_purge_confirms_unless_yes(carts, capsys, key_prefix, monkeypatch) -> None:
     monkeypatch.setattr("sys.stdin", open("/dev/null"))  # not a terminal: nobody to confirm
     code, _, err = run(capsys, "purge", "chat-1")
-    assert code == 1 and "--yes" in err
+    assert code == 4 and "--yes" in err  # not confirmed: 4, never 1 (which means not found)
     assert carts.exists(f"{key_prefix}:cart:{{chat-1}}")
     code, out, _ = run(capsys, "purge", "chat-1", "--yes", "--json")
     assert code == 0 and json.loads(out)["deleted"] is True
@@ -97,7 +99,7 @@ def test_purge_idle_deletes_only_idle_carts(carts, capsys, key_prefix, monkeypat
     code, out, _ = run(capsys, "purge-idle", "--older-than", "7d", "--dry-run", "--json")
     assert code == 0 and json.loads(out)["idle"] == 1 and json.loads(out)["deleted"] == 0
     code, _, err = run(capsys, "purge-idle", "--older-than", "7d")
-    assert code == 1 and "--yes" in err and carts.exists(f"{key_prefix}:cart:{{chat-0}}")
+    assert code == 4 and "--yes" in err and carts.exists(f"{key_prefix}:cart:{{chat-0}}")
     code, out, err = run(capsys, "purge-idle", "--older-than", "7d", "--yes", "--json")
     report = json.loads(out)
     assert code == 0 and report["deleted"] == 1 and report["scanned"] == 5
@@ -141,3 +143,81 @@ def test_parse_age_and_progress_lines() -> None:
     assert [line.split(" keys")[0] for line in sink] == [
         "purging: 1000", "purging: 2000", "purging: 3000", "purging: 3500"
     ]  # fmt: skip
+
+
+def test_purge_of_a_missing_id_is_not_found(carts, capsys, key_prefix) -> None:
+    code, out, _ = run(capsys, "purge", "nobody", "--yes", "--json")
+    assert code == 1 and json.loads(out) == {"key": f"{key_prefix}:cart:{{nobody}}", "deleted": False}
+    code, out, _ = run(capsys, "purge", "nobody", "--yes")
+    assert code == 1 and "no cart" in out
+
+
+def test_redis_failure_is_exit_3_with_the_reason(capsys, monkeypatch) -> None:
+    monkeypatch.chdir("/")
+    monkeypatch.setenv("WEFT_REDIS_URL", "redis://:Not-The-Pa55@127.0.0.1:1/0")  # nothing listens there
+    code, _, err = run(capsys, "count")
+    assert code == 3 and len(err.strip().splitlines()) == 1 and "Not-The-Pa55" not in err
+    assert "cannot be reached" in err, err
+
+
+def test_damaged_keys_are_skipped_reported_and_purgeable(carts, capsys, key_prefix, monkeypatch) -> None:
+    """A foreign string at a cart key and a cart with an unreadable stamp: no command crashes; each is reported."""
+    monkeypatch.setattr("sys.stdin", open("/dev/null"))
+    string_key, list_key, stamp_key = (f"{key_prefix}:cart:{{{name}}}" for name in ("str", "lst", "chat-2"))
+    carts.set(string_key, "not a cart")
+    carts.rpush(list_key, "a", "b")
+    carts.hset(stamp_key, "_last_accessed", "yesterday")
+    damaged = {string_key, list_key, stamp_key}
+
+    code, out, err = run(capsys, "count", "--json")
+    counted = json.loads(out)
+    assert code == 0 and counted["carts"] == 4 and counted["damaged"] == 3, (counted, err)
+    assert set(counted["damaged_keys"]) == damaged
+
+    code, out, err = run(capsys, "list", "--json", "--limit", "50")
+    assert code == 0, err
+    assert {row["session_key"] for row in json.loads(out)} == {"chat-0", "chat-1", "chat-3", session_key(LONG_ID)}
+    for key in damaged:
+        assert key in err
+    code, out, err = run(capsys, "list")
+    assert code == 0 and "3 damaged" in out + err
+
+    code, out, err = run(capsys, "purge-idle", "--older-than", "7d", "--yes", "--json")
+    report = json.loads(out)
+    assert code == 0 and report["deleted"] == 1 and report["damaged"] == 3, (report, err)
+    assert set(report["damaged_keys"]) == damaged
+    assert carts.get(string_key) == "not a cart" and carts.exists(stamp_key)  # skipped, not deleted
+
+    code, out, err = run(capsys, "show", "str", "--json")
+    detail = json.loads(out)
+    assert code == 0 and detail["exists"] and "string" in detail["damaged"], (detail, err)
+    code, out, err = run(capsys, "show", "chat-2")
+    assert code == 0 and "damaged" in out.lower() and "3 line(s)" in out, out
+    code, out, _ = run(capsys, "purge", "str", "--yes", "--json")
+    assert code == 0 and json.loads(out)["deleted"] is True and not carts.exists(string_key)
+    code, out, _ = run(capsys, "purge", "chat-2", "--yes")
+    assert code == 0 and not carts.exists(stamp_key)
+
+
+def test_two_deployments_with_overlapping_prefixes_side_by_side(carts, capsys, key_prefix, monkeypatch) -> None:
+    """``P`` and ``P:cart:eu`` on one Redis: counting, listing and purging each touch only their own carts."""
+    eu_prefix = f"{key_prefix}:cart:eu"
+    old = int(time.time()) - 30 * 86400
+    for name in ("eu-1", "eu-2", "eu-3"):
+        carts.hset(f"{eu_prefix}:cart:{{{name}}}", mapping={"demo:i1": '{"q":1,"n":"x","p":"1.00"}', "_last_accessed": old})
+    eu_keys = {f"{eu_prefix}:cart:{{{name}}}" for name in ("eu-1", "eu-2", "eu-3")}
+
+    code, out, _ = run(capsys, "count", "--json")
+    assert code == 0 and json.loads(out)["carts"] == 5
+    code, out, _ = run(capsys, "list", "--json", "--limit", "50")
+    assert not any(row["session_key"].startswith("eu") or "eu" in row["key"][len(key_prefix):] for row in json.loads(out))
+    code, out, _ = run(capsys, "purge-idle", "--older-than", "7d", "--yes", "--json")
+    assert code == 0 and json.loads(out)["deleted"] == 1 and json.loads(out)["scanned"] == 5
+    assert all(carts.exists(key) for key in eu_keys)  # the other deployment's idle carts survive
+
+    monkeypatch.setenv("WEFT_KEY_PREFIX", eu_prefix)
+    code, out, _ = run(capsys, "count", "--json")
+    assert code == 0 and json.loads(out)["carts"] == 3
+    code, out, _ = run(capsys, "purge-idle", "--older-than", "7d", "--yes", "--json")
+    assert json.loads(out)["deleted"] == 3 and not any(carts.exists(key) for key in eu_keys)
+    assert carts.exists(f"{key_prefix}:cart:{{chat-3}}")
