@@ -106,7 +106,9 @@ async def _run(args: argparse.Namespace, settings: Settings, older_than: int | N
             print(f"weft-mcp sessions: skipped damaged key {key}: {damage.reasons[key]}", file=sys.stderr)
         if damage.damaged > len(damage.damaged_keys):
             print(f"weft-mcp sessions: ... and {damage.damaged - len(damage.damaged_keys)} more", file=sys.stderr)
-        return f"; {damage.damaged} damaged key(s) skipped (weft-mcp sessions purge <id> removes one)" if damage.damaged else ""
+        if not damage.damaged:
+            return ""
+        return f"; {damage.damaged} damaged key(s) skipped (weft-mcp sessions purge <id> removes one)"
 
     try:
         if args.action == "count":
@@ -154,7 +156,8 @@ async def _run(args: argparse.Namespace, settings: Settings, older_than: int | N
                 report = await admin.purge_idle(older_than, dry_run=True, progress=Progress("checking"))
                 if args.dry_run or report.idle == 0:
                     note = report_damaged()
-                    emit(report, f"{report.idle} of {report.scanned} cart(s) idle for more than {args.older_than}{note}")
+                    idle = f"{report.idle} of {report.scanned} cart(s) idle for more than {args.older_than}"
+                    emit(report, idle + note)
                     return EXIT_DONE
                 question = f"Delete {report.idle} cart(s) idle for more than {args.older_than}?"
                 if not _confirm(question, args):

@@ -37,7 +37,8 @@ async def storage_readiness(carts: CartStore) -> tuple[int, dict[str, Any]]:
         return 503, {"status": "unavailable", "condition": Fault.TIMEOUT.value, "reason": reason,
                      "storage": carts.backend}  # fmt: skip
     except CartStorageError as exc:
-        body = {"condition": exc.kind.value, "reason": f"cart storage ({carts.backend}): {exc}", "storage": carts.backend}
+        reason = f"cart storage ({carts.backend}): {exc}"
+        body = {"condition": exc.kind.value, "reason": reason, "storage": carts.backend}
         if exc.kind is Fault.FULL:
             return 200, {"status": "degraded", **body}
         return 503, {"status": "unavailable", **body}

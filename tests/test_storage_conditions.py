@@ -47,7 +47,8 @@ def readiness(server: ServeProcess) -> tuple[int, dict]:
 
 def condition_gauge(server: ServeProcess) -> dict[str, float]:
     body = httpx.get(f"{server.url}/metrics", timeout=5).text
-    return {m[1]: float(m[2]) for m in re.finditer(r'^weft_cart_storage_condition\{condition="(\w+)"\} (\S+)$', body, re.M)}
+    pattern = r'^weft_cart_storage_condition\{condition="(\w+)"\} (\S+)$'
+    return {match[1]: float(match[2]) for match in re.finditer(pattern, body, re.M)}
 
 
 def make_full(client: redis.Redis, prefix: str) -> None:
@@ -75,7 +76,8 @@ def test_out_of_memory_refuses_writes_plainly_and_keeps_reads(full_redis: RedisP
     key = f"{prefix}:cart:{{full-chat}}"
     with ServeProcess(env={"WEFT_REDIS_URL": full_redis.url, "WEFT_KEY_PREFIX": prefix}) as shop:
         for product in (OATS, TAHINI):
-            assert not call_tool(shop.mcp_url, "add_to_cart", {"product_id": product}, session="full-chat").get("isError")
+            added = call_tool(shop.mcp_url, "add_to_cart", {"product_id": product}, session="full-chat")
+            assert not added.get("isError"), added
         assert readiness(shop) == (200, {"status": "ready", "storage": "redis"})
         assert condition_gauge(shop)["ok"] == 1.0
 
