@@ -19,12 +19,13 @@ from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service.auth import build_auth, install_reload_on_sighup
+from service.auth import TokensFileVerifier, build_auth
 from service.carts import CartStorageError, CartStore
 from service.catalog import load_catalog
 from service.config import Settings
 from service.logs import RequestIdMiddleware, configure_logging
 from service.metrics import mark_worker_dead, metrics_endpoint
+from service.reloading import on_sighup
 from service.shutdown import Drain
 from service.tools import Shop, create_server
 
@@ -108,7 +109,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with server.session_manager.run():
-            restore_sighup = install_reload_on_sighup(auth.verifier) if auth else (lambda: None)
+            # SIGHUP itself is handled in every worker (service.reloading); this is what it reloads.
+            tokens = auth.verifier if auth and isinstance(auth.verifier, TokensFileVerifier) else None
+            restore_sighup = on_sighup(tokens.reload) if tokens else (lambda: None)
             restore_sigterm = drain.install()
             try:
                 await carts.ping()
