@@ -24,6 +24,7 @@ from service.carts import CartStorageError, CartStore
 from service.catalog import load_catalog
 from service.config import Settings
 from service.logs import RequestIdMiddleware, configure_logging
+from service.jsonrpc_errors import PlainEnvelopeErrors
 from service.metrics import mark_worker_dead, metrics_endpoint
 from service.reloading import on_sighup
 from service.shutdown import Drain
@@ -36,10 +37,12 @@ READY_TIMEOUT_SECONDS = 1.0
 
 
 class McpEndpointGuard:
-    """What the SDK does not do for a stateless JSON server: 405 on GET, and no ``Accept`` = JSON."""
+    """What the SDK does not do for a stateless JSON server: 405 on GET, no ``Accept`` = JSON, and
+    plain one-sentence errors for a body that is not one JSON-RPC message (``PlainEnvelopeErrors``)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        self.post = PlainEnvelopeErrors(app)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"].rstrip("/") == MCP_PATH:
@@ -56,6 +59,8 @@ class McpEndpointGuard:
             headers = scope["headers"]
             if not any(name == b"accept" for name, _ in headers):
                 scope = {**scope, "headers": [*headers, (b"accept", b"application/json")]}
+            await self.post(scope, receive, send)
+            return
         await self.app(scope, receive, send)
 
 
