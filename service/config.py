@@ -50,7 +50,7 @@ class Settings(BaseSettings):
         default=30.0, gt=0, le=3600, description="A request's body must arrive within this after its headers; else 408."
     )
     max_connections: int = Field(
-        default=1000, ge=1, description="Open connections per worker (lowered to fit the open-file limit); more get 503."
+        default=1000, ge=1, description="Open connections per worker (lowered to fit ulimit -n); more get 503."
     )
     shutdown_drain_seconds: float = Field(
         default=5.0, ge=0, le=300, description="After SIGTERM, /readyz says 503 this long before the server stops."
