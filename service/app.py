@@ -18,13 +18,15 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service.auth import build_auth, install_reload_on_sighup
+from service.auth import TokensFileVerifier, build_auth
 from service.carts import CartStorageError, CartStore
 from service.catalog import load_catalog
 from service.config import Settings
 from service.logs import RequestIdMiddleware, configure_logging
+from service.jsonrpc_errors import PlainEnvelopeErrors
 from service.metrics import mark_worker_dead, metrics_endpoint
 from service.readiness import storage_readiness
+from service.reloading import on_sighup
 from service.shutdown import Drain
 from service.tools import Shop, create_server
 
@@ -34,10 +36,12 @@ MCP_PATH = "/mcp"
 
 
 class McpEndpointGuard:
-    """What the SDK does not do for a stateless JSON server: 405 on GET, and no ``Accept`` = JSON."""
+    """What the SDK does not do for a stateless JSON server: 405 on GET, no ``Accept`` = JSON, and
+    plain one-sentence errors for a body that is not one JSON-RPC message (``PlainEnvelopeErrors``)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        self.post = PlainEnvelopeErrors(app)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"].rstrip("/") == MCP_PATH:
@@ -54,6 +58,8 @@ class McpEndpointGuard:
             headers = scope["headers"]
             if not any(name == b"accept" for name, _ in headers):
                 scope = {**scope, "headers": [*headers, (b"accept", b"application/json")]}
+            await self.post(scope, receive, send)
+            return
         await self.app(scope, receive, send)
 
 
@@ -106,7 +112,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with server.session_manager.run():
-            restore_sighup = install_reload_on_sighup(auth.verifier) if auth else (lambda: None)
+            # SIGHUP itself is handled in every worker (service.reloading); this is what it reloads.
+            tokens = auth.verifier if auth and isinstance(auth.verifier, TokensFileVerifier) else None
+            restore_sighup = on_sighup(tokens.reload) if tokens else (lambda: None)
             restore_sigterm = drain.install()
             try:
                 await carts.ping()

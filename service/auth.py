@@ -12,8 +12,6 @@ import hashlib
 import hmac
 import logging
 import re
-import signal
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -195,18 +193,3 @@ def caller_subject(http_request: Any) -> str | None:
     user = getattr(http_request, "scope", {}).get("user") if http_request is not None else None
     token = user.access_token if isinstance(user, AuthenticatedUser) else get_access_token()
     return token.subject if token is not None else None
-
-
-def install_reload_on_sighup(verifier: TokenVerifier) -> Callable[[], None]:
-    """SIGHUP rereads the tokens file in this process; returns the undo. A no-op for other verifiers.
-
-    Under ``--workers N`` uvicorn's supervisor answers SIGHUP by replacing its workers, which
-    read the file afresh, so either way a SIGHUP to the server's main process applies an edit.
-    """
-    if not isinstance(verifier, TokensFileVerifier):
-        return lambda: None
-    try:
-        previous = signal.signal(signal.SIGHUP, lambda signum, frame: verifier.reload())
-    except ValueError:  # not the main thread (an in-process test server): nothing to install
-        return lambda: None
-    return lambda: signal.signal(signal.SIGHUP, previous)

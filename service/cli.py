@@ -1,4 +1,7 @@
-"""``weft-mcp serve``: run the service with uvicorn (one process, or N worker processes); ``weft-mcp sessions``."""
+"""``weft-mcp serve``: run the service with uvicorn (one process, or N worker processes); ``weft-mcp sessions``.
+
+How uvicorn is run (deadlines, connection cap, SIGHUP) lives in ``service.http_server``.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +11,10 @@ import signal
 import sys
 from collections.abc import Sequence
 
-import uvicorn
-
 from service.auth import TokensFileError, build_auth
 from service.catalog import CatalogError, load_catalog
 from service.config import Settings, settings_error_line
+from service.http_server import serve
 from service.logs import configure_logging
 from service.metrics import prepare_multiprocess_dir
 from service.operator_cli import add_sessions_parser, run_sessions
@@ -62,16 +64,7 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     # After a graceful stop uvicorn re-raises the SIGTERM it caught; exiting 0 then is the answer to a stop request.
     signal.signal(signal.SIGTERM, _stopped)
-    uvicorn.run(
-        "service.app:create_app",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        log_config=None,
-        timeout_graceful_shutdown=10,
-        **proxy_options(settings),
-    )
+    serve(settings, **proxy_options(settings))
     return 0
 
 

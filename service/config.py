@@ -53,6 +53,15 @@ class Settings(BaseSettings):
     trusted_proxies: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Addresses/CIDRs whose X-Forwarded-For/-Proto are believed; empty = none."
     )
+    header_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=3600, description="A request's headers must arrive within this; else 408 and closed."
+    )
+    body_timeout_seconds: float = Field(
+        default=30.0, gt=0, le=3600, description="A request's body must arrive within this after its headers; else 408."
+    )
+    max_connections: int = Field(
+        default=1000, ge=1, description="Open connections per worker (lowered to fit ulimit -n); more get 503."
+    )
     shutdown_drain_seconds: float = Field(
         default=5.0, ge=0, le=300, description="After SIGTERM, /readyz says 503 this long before the server stops."
     )

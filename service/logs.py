@@ -18,6 +18,8 @@ from typing import Literal
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.log_limits import ClientDisconnectFilter, RepeatedRecordFilter
+
 FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
 REQUEST_ID_HEADER = b"x-request-id"
 MAX_REQUEST_ID_LENGTH = 64
@@ -50,12 +52,18 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(level: str, log_format: LogFormat = "text") -> None:
-    """Set the root handler once (the SDK's own ``basicConfig`` then leaves it alone); the format may change."""
+    """Set the root handler once (the SDK's own ``basicConfig`` then leaves it alone); the format may change.
+
+    The handler's filters turn a client that left into one line and rate-limit repeated errors
+    (``service.log_limits``), in the order that lets the first feed the second.
+    """
     root = logging.getLogger()
     handler = next((h for h in root.handlers if getattr(h, "_weft", False)), None)
     if handler is None:
         handler = logging.StreamHandler()
         handler._weft = True  # type: ignore[attr-defined]
+        handler.addFilter(ClientDisconnectFilter())
+        handler.addFilter(RepeatedRecordFilter())
         root.handlers = [handler]
     handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(FORMAT))
     root.setLevel(level)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -55,6 +56,7 @@ class ServeProcess:
     stop_timeout: float = 5.0
     process: subprocess.Popen[bytes] | None = None
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="weft-serve-")))
+    open_files_limit: int | None = None  # RLIMIT_NOFILE (soft and hard) of the server, as `ulimit -n N`
 
     @property
     def url(self) -> str:
@@ -87,6 +89,7 @@ class ServeProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group: stop() can reach uvicorn's workers too
+                preexec_fn=self._limit_open_files if self.open_files_limit else None,
             )
         deadline = time.monotonic() + self.startup_timeout
         with httpx.Client(timeout=0.5) as client:
@@ -108,6 +111,10 @@ class ServeProcess:
             f"weft-mcp serve on port {self.port} did not answer /healthz within {self.startup_timeout} s:\n"
             + self.log_text()
         )
+
+    def _limit_open_files(self) -> None:
+        assert self.open_files_limit is not None
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.open_files_limit, self.open_files_limit))
 
     def stop(self) -> None:
         process, self.process = self.process, None

@@ -242,6 +242,83 @@ def test_malformed_requests_get_an_error_not_a_crash(
     assert_unharmed(shop, redis_client, prefix, bystander)
 
 
+MARK = "ZQX-echo-mark"  # in every body below: it must never come back in the answer
+
+
+def _batch(count: int) -> bytes:
+    calls = [{"jsonrpc": "2.0", "id": i, "method": "tools/call",
+              "params": {"name": "add_to_cart", "arguments": {"product_id": OATS}, "_meta": {"sessionId": MARK}}}
+             for i in range(count)]  # fmt: skip
+    return json.dumps(calls).encode()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        _batch(1000),
+        _batch(1),
+        b'  \n\t[{"jsonrpc": "2.0", "id": 1, "method": "' + MARK.encode() + b'"}]',
+        b'["' + MARK.encode() + b'"]',
+        b'[1, 2, "' + MARK.encode() + b'"]',
+    ],
+    ids=["batch-1000", "batch-1", "batch-after-spaces", "batch-of-strings", "batch-of-mixed"],
+)
+def test_a_batch_gets_one_sentence_and_changes_nothing(
+    shop: ServeProcess, redis_client: redis.Redis, prefix: str, bystander: dict[str, Any], body: bytes
+) -> None:
+    before = set(redis_client.scan_iter(match=f"{prefix}:*", count=1000))
+    for era in ({}, {"MCP-Protocol-Version": "2026-07-28"}):  # the handshake era, and stateless requests
+        message = assert_one_sentence_error(post_raw(shop, body, {**JSON_HEADERS, **era}))
+        assert "batch" in message.lower(), message
+    assert set(redis_client.scan_iter(match=f"{prefix}:*", count=1000)) == before
+    assert_unharmed(shop, redis_client, prefix, bystander)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": "' + MARK.encode() + b'"}',
+        b'{"jsonrpc": "1.0", "id": 1, "method": "tools/list", "x": "' + MARK.encode() + b'"}',
+        b'{"jsonrpc": 2, "id": 1, "method": "' + MARK.encode() + b'"}',
+        b'{"jsonrpc": "2.0", "id": 1, "method": 5, "x": "' + MARK.encode() + b'"}',
+        b'{"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": ["' + MARK.encode() + b'"]}',
+        b'{"' + MARK.encode() + b'": 1}',
+        b'{"jsonrpc": "2.0", "id": "' + MARK.encode() + b'"}',
+        b'"' + MARK.encode() + b'"',
+        b"null",
+        b"42",
+        b"{" + MARK.encode(),
+        b'{"a": "' + MARK.encode() + b'",}',
+        b"",
+        b"\xff\xfe" + MARK.encode(),
+    ],
+    ids=["params-string", "jsonrpc-1.0", "jsonrpc-number", "method-number", "params-list", "no-fields",
+         "no-method", "string", "null", "number", "not-json", "trailing-comma", "empty", "binary"],  # fmt: skip
+)
+def test_invalid_messages_get_one_sentence_that_echoes_nothing(
+    shop: ServeProcess, redis_client: redis.Redis, prefix: str, bystander: dict[str, Any], body: bytes
+) -> None:
+    before = set(redis_client.scan_iter(match=f"{prefix}:*", count=1000))
+    for era in ({}, {"MCP-Protocol-Version": "2026-07-28"}):
+        assert_one_sentence_error(post_raw(shop, body, {**JSON_HEADERS, **era}))
+    assert set(redis_client.scan_iter(match=f"{prefix}:*", count=1000)) == before
+    assert_unharmed(shop, redis_client, prefix, bystander)
+
+
+def assert_one_sentence_error(response: httpx.Response) -> str:
+    """A 400 JSON-RPC error whose message is one short sentence: no input, no pydantic, no parser positions."""
+    assert response.status_code == 400, (response.status_code, response.text[:300])
+    assert MARK not in response.text, response.text[:500]
+    error = response.json()["error"]
+    assert set(error) == {"code", "message"}, error
+    message = error["message"]
+    assert len(message) < 200 and "\n" not in message and message.endswith("."), message
+    assert message.count(". ") == 0 and message.count(": ") <= 1, message
+    for internal in ("pydantic", "validation error", "input_value", "input_type", "line 1", "column", "union["):
+        assert internal not in message.lower(), message
+    return message
+
+
 # ---------------------------------------------------------------- bodies over WEFT_MAX_BODY_BYTES
 
 

@@ -70,3 +70,39 @@ async def test_tool_call_logs_carry_request_and_session_ids(restore_logging) -> 
     assert session_lines[0]["request_id"] == "r-42"
     assert session_lines[0]["session"] == "conversa…(53)"
     assert long_id not in stream.getvalue()  # logs show ids shortened
+
+
+def test_a_flood_of_one_error_is_one_line_per_window(restore_logging, monkeypatch) -> None:
+    """asyncio's "socket.accept() out of system resource" (with a traceback), once per retry, logged once;
+    the next one after the window says how many were dropped. Ordinary warnings are never dropped."""
+    import asyncio
+
+    from service import log_limits
+
+    configure_logging("INFO")
+    stream = io.StringIO()
+    logging.getLogger().handlers[0].stream = stream  # type: ignore[attr-defined]
+    now = [1000.0]
+    monkeypatch.setattr(log_limits.time, "monotonic", lambda: now[0])
+    loop = asyncio.new_event_loop()
+    try:
+        for fd in range(500):
+            try:
+                raise OSError(24, "Too many open files")
+            except OSError as exc:
+                loop.call_exception_handler(
+                    {"message": "socket.accept() out of system resource", "exception": exc, "socket": f"fd={fd % 2}"}
+                )
+        assert stream.getvalue().count("out of system resource") == 1
+        assert stream.getvalue().count("Traceback") == 1
+        now[0] += log_limits.REPEAT_WINDOW_SECONDS + 1
+        loop.call_exception_handler(
+            {"message": "socket.accept() out of system resource", "exception": OSError(24, "Too many open files")}
+        )
+    finally:
+        loop.close()
+    assert stream.getvalue().count("out of system resource") == 2
+    assert "(and 499 more like it in the 10 s before)" in stream.getvalue()
+    for _ in range(5):
+        logging.getLogger("service.sessions").warning("No conversation id: filed under the shared cart")
+    assert stream.getvalue().count("No conversation id") == 5

@@ -1,0 +1,88 @@
+"""SIGHUP never ends a worker: it reloads what can be reloaded (the tokens file, see test_auth) and logs one line.
+
+Without authentication there is nothing to reload, yet a ``kill -HUP`` used to end a single ``weft-mcp serve``
+(and its embedded carts); under ``--workers N`` uvicorn's supervisor replaced every worker.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.serve_process import ServeProcess, call_tool
+
+pytestmark = pytest.mark.e2e
+
+OATS = "demo-market:i1702"
+
+
+def child_pids(pid: int) -> set[int]:
+    """The processes whose parent is ``pid`` (uvicorn's workers, and multiprocessing's resource tracker)."""
+    children = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                children.add(int(entry.name))
+    return children
+
+
+def wait_for_lines(server: ServeProcess, text: str, count: int, within: float = 10) -> None:
+    deadline = time.monotonic() + within
+    while server.log_text().count(text) < count:
+        assert time.monotonic() < deadline, server.log_text()[-3000:]
+        time.sleep(0.1)
+
+
+def cart_quantities(server: ServeProcess, session: str) -> dict[str, int]:
+    view = call_tool(server.mcp_url, "view_cart", session=session)
+    return {item["id"]: item["quantity"] for item in view["structuredContent"]["items"]}
+
+
+def test_sighup_to_a_single_process_keeps_it_and_its_embedded_carts() -> None:
+    with ServeProcess() as server:
+        assert server.process is not None
+        call_tool(server.mcp_url, "add_to_cart", {"product_id": OATS, "quantity": 3}, session="kept")
+        for sent in (1, 2):
+            os.kill(server.process.pid, signal.SIGHUP)
+            wait_for_lines(server, "SIGHUP", sent)
+        time.sleep(0.3)
+        assert server.is_alive()
+        assert cart_quantities(server, "kept") == {OATS: 3}
+        log = server.log_text()
+        assert log.count("SIGHUP") == 2 and "nothing to reload" in log, log[-2000:]
+        assert "Traceback" not in log
+
+
+def test_sighup_under_workers_reaches_every_worker_and_ends_none(redis_url: str, key_prefix: str) -> None:
+    env = {"WEFT_REDIS_URL": redis_url, "WEFT_KEY_PREFIX": key_prefix}
+    with ServeProcess(env=env, extra_args=["--workers", "2"]) as server:
+        assert server.process is not None
+        supervisor = server.process.pid
+        deadline = time.monotonic() + 15
+        while server.log_text().count("Application startup complete") < 2:
+            assert time.monotonic() < deadline, server.log_text()[-3000:]
+            time.sleep(0.1)
+        workers = child_pids(supervisor)
+        call_tool(server.mcp_url, "add_to_cart", {"product_id": OATS, "quantity": 2}, session="kept")
+
+        os.kill(supervisor, signal.SIGHUP)
+        wait_for_lines(server, "nothing to reload", 2)  # one line from each worker
+        time.sleep(1.5)  # uvicorn's supervisor would be replacing workers by now
+        assert child_pids(supervisor) == workers, server.log_text()[-3000:]
+
+        a_worker = max(workers)  # a SIGHUP sent to one worker directly ends it no more
+        os.kill(a_worker, signal.SIGHUP)
+        wait_for_lines(server, "nothing to reload", 3)
+        time.sleep(1.0)
+        assert child_pids(supervisor) == workers and server.is_alive()
+        assert cart_quantities(server, "kept") == {OATS: 2}
+        log = server.log_text()
+        assert "restarting processes" not in log and "Traceback" not in log, log[-3000:]
