@@ -37,6 +37,7 @@ from service.carts import Cart, CartRejected, CartStorageError, CartStore
 from service.catalog import Catalog, Product
 from service.config import Settings
 from service.metrics import ToolMetrics
+from service.protocol_errors import PlainMethodErrors, PlainToolErrors
 from service.sessions import Session, SessionError, calling_session
 
 logger = logging.getLogger(__name__)
@@ -75,7 +76,7 @@ class Shop:
 
 def create_server(shop: Shop, auth: AuthSetup | None = None) -> MCPServer:
     """The MCP server with the tools of DESIGN.md bound to ``shop``; ``auth`` turns on bearer tokens."""
-    server = MCPServer(
+    server = PlainToolErrors(
         name="weft",
         version=__version__,
         instructions=INSTRUCTIONS,
@@ -89,6 +90,7 @@ def create_server(shop: Shop, auth: AuthSetup | None = None) -> MCPServer:
         return [tool.name for tool in await server.list_tools()]
 
     server.middleware.append(ToolMetrics(tool_names))  # /metrics: every tool call counted and timed
+    server.middleware.append(PlainMethodErrors())  # no input echoed in "Method not found" and the like
     return server
 
 
