@@ -11,7 +11,8 @@ from collections.abc import Sequence
 import uvicorn
 
 from service.auth import TokensFileError, build_auth
-from service.catalog import CatalogError, load_catalog
+from service.catalog import CatalogError
+from service.catalog_check import check_catalog
 from service.config import Settings
 from service.logs import configure_logging
 from service.metrics import prepare_multiprocess_dir
@@ -55,7 +56,7 @@ def _serve(args: argparse.Namespace) -> int:
     configure_logging(settings.log_level, settings.log_format)
     prepare_multiprocess_dir(settings.workers)  # before workers start: /metrics sums every worker's samples
     try:  # fail here, with one line, rather than in every worker with a traceback
-        load_catalog(settings.stores_dir)
+        check_catalog(settings.stores_dir, settings.workers, settings.log_level, settings.log_format)
         build_auth(settings)  # an unreadable or malformed WEFT_AUTH_TOKENS_FILE
     except (CatalogError, TokensFileError) as exc:
         print(f"weft-mcp: {exc}", file=sys.stderr)
