@@ -26,7 +26,7 @@ from typing import Any
 
 from service.catalog_text import clean_text, web_link
 from service.prices import is_missing, parse_price
-from service.search_index import SearchIndex
+from service.search_index import MAX_SEARCH_WORDS, SearchIndex
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +36,10 @@ _CATEGORY_LINK = re.compile(r"-c\d+/?$")
 _POSITIONAL_ID = re.compile(r"^(?P<store>[^:]+):(?P<index>\d+)$")
 _STORE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _NIQQUD = re.compile(r"[\u0591-\u05c7]")  # Hebrew cantillation and vowel points (combining marks)
+
+
+class SearchRefused(ValueError):
+    """A query the catalog will not run (too many different words); the message is one sentence for the client."""
 
 
 class CatalogError(ValueError):
@@ -154,13 +158,24 @@ class Catalog:
 
         Ranking (``SearchIndex``): per word, 3 when it starts a name word, 2 inside the name, 1 in
         category or description; +1 when the name starts with the first word; ties in catalog order.
+        A word given twice counts once; more than ``MAX_SEARCH_WORDS`` different words are refused.
         """
-        words = normalize(query).split()
+        words = search_words(query)
         wanted_category = (normalize(category).strip() if category else None) or None
         span = self._spans[store_id] if store_id else range(len(self._in_order))
         start = (page - 1) * page_size
         positions, total = self._index.search(words, wanted_category, span, start, page_size)
         return SearchPage([self._in_order[p] for p in positions], total, page, page_size)
+
+
+def search_words(query: str) -> list[str]:
+    """The query's different words in search form, in order; ``SearchRefused`` when there are too many."""
+    words = list(dict.fromkeys(normalize(query).split()))
+    if len(words) > MAX_SEARCH_WORDS:
+        raise SearchRefused(
+            f"search has {len(words)} different words; use at most {MAX_SEARCH_WORDS}, the ones that matter most."
+        )
+    return words
 
 
 @functools.lru_cache(maxsize=8)
