@@ -69,8 +69,12 @@ def hostile_queries(catalog: Catalog) -> list[str]:
     """Queries within the 200-character limit that cost the most: many words, each matching nearly everything."""
     letters = Counter(ch for s in catalog.stores.values() for p in s.products[:2000] for ch in p.name.casefold())
     common = [ch for ch, _ in letters.most_common() if ch.isalnum()]
+    from service.search_index import MAX_SEARCH_WORDS
+
     return [
         "o " * 99,  # the issue's example: one broad word, repeated
+        (common[0] + " ") * 99,  # the catalog's most common letter, repeated
+        " ".join(common[:MAX_SEARCH_WORDS]),  # as many different broad words as a query may have
         " ".join(common[:100]),  # up to 100 different broad one-letter words
         " ".join(a + b for a in common[:8] for b in common[:8])[:200],  # different broad two-letter words
         common[0] * 200,  # one long word
