@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections import Counter
 from dataclasses import dataclass
 
 from bench.load import median, percentile
@@ -32,6 +33,11 @@ def real_catalog() -> Catalog | None:
 
 def synthetic_catalog(size: int, source: Catalog) -> Catalog:
     """``size`` products whose names, categories and descriptions are drawn from ``source``'s words."""
+    return Catalog([build_store(synthetic_records(size, source), store_id="synthetic", name="synthetic")])
+
+
+def synthetic_records(size: int, source: Catalog) -> list[dict[str, str]]:
+    """The scraped records of :func:`synthetic_catalog` (also written to a products.json by bench.serving)."""
     rng = random.Random(11)
     products = [p for s in source.stores.values() for p in s.products]
     words = sorted({w for p in products for w in (p.name + " " + p.description).split() if len(w) > 1})
@@ -46,7 +52,7 @@ def synthetic_catalog(size: int, source: Catalog) -> Catalog:
         }
         for index in range(size)
     ]  # fmt: skip
-    return Catalog([build_store(records, store_id="synthetic", name="synthetic")])
+    return records
 
 
 def queries_for(catalog: Catalog) -> list[str]:
@@ -59,15 +65,66 @@ def queries_for(catalog: Catalog) -> list[str]:
     return ["", *picked, *pairs, picked[0][:2], "zzzqqq"]
 
 
+def hostile_queries(catalog: Catalog) -> list[str]:
+    """Queries within the 200-character limit that cost the most: many words, each matching nearly everything."""
+    letters = Counter(ch for s in catalog.stores.values() for p in s.products[:2000] for ch in p.name.casefold())
+    common = [ch for ch, _ in letters.most_common() if ch.isalnum()]
+    from service.search_index import MAX_SEARCH_WORDS
+
+    return [
+        "o " * 99,  # the issue's example: one broad word, repeated
+        (common[0] + " ") * 99,  # the catalog's most common letter, repeated
+        " ".join(common[:MAX_SEARCH_WORDS]),  # as many different broad words as a query may have
+        " ".join(common[:100]),  # up to 100 different broad one-letter words
+        " ".join(a + b for a in common[:8] for b in common[:8])[:200],  # different broad two-letter words
+        common[0] * 200,  # one long word
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class HostileResult:
+    products: int
+    worst_query: str
+    worst_ms: float
+    cold_worst_ms: float
+
+
+def measure_hostile(catalog: Catalog, repeats: int) -> HostileResult:
+    """The slowest hostile query (median of ``repeats`` runs) and the slowest first run with the word cache empty."""
+    per_query: dict[str, float] = {}
+    cold: list[float] = []
+    for query in hostile_queries(catalog):
+        _clear_word_cache(catalog)
+        times = []
+        for _ in range(1 + repeats):
+            t0 = time.perf_counter()
+            try:
+                catalog.search(query, page=1, page_size=12)
+            except ValueError:  # refused (too many words): refusing is what it costs
+                pass
+            times.append(time.perf_counter() - t0)
+        cold.append(times[0])
+        per_query[query] = median(times[1:])
+    worst = max(per_query, key=per_query.__getitem__)
+    products = sum(len(s.products) for s in catalog.stores.values())
+    return HostileResult(products, worst, per_query[worst] * 1000, max(cold) * 1000)
+
+
+def _clear_word_cache(catalog: Catalog) -> None:
+    index = getattr(catalog, "_index", None)
+    if hasattr(index, "clear_cache"):
+        index.clear_cache()
+    elif hasattr(getattr(index, "word", None), "cache_clear"):  # the index before its cache had a size budget
+        index.word.cache_clear()
+
+
 def measure(catalog: Catalog, label: str, repeats: int) -> SearchResult:
     queries = queries_for(catalog)
     per_query: dict[str, float] = {}
     cold: list[float] = []
     all_times: list[float] = []
-    index = getattr(catalog, "_index", None)
     for query in queries:
-        if index is not None:  # first run of each query with the index's word cache empty
-            index.word.cache_clear()
+        _clear_word_cache(catalog)  # first run of each query with the index's word cache empty
         t0 = time.perf_counter()
         catalog.search(query, page=1, page_size=12)
         cold.append(time.perf_counter() - t0)
@@ -85,11 +142,12 @@ def measure(catalog: Catalog, label: str, repeats: int) -> SearchResult:
                         median(cold) * 1000, max(cold) * 1000)  # fmt: skip
 
 
-def run(synthetic_size: int, repeats: int) -> list[SearchResult]:
+def run(synthetic_size: int, repeats: int) -> tuple[list[SearchResult], HostileResult]:
     real = real_catalog()
     results = []
     if real is not None:
         results.append(measure(real, "real (nitzat-haduvdevan)", repeats))
     source = real or load_catalog(None)
-    results.append(measure(synthetic_catalog(synthetic_size, source), f"synthetic {synthetic_size}", repeats))
-    return results
+    synthetic = synthetic_catalog(synthetic_size, source)
+    results.append(measure(synthetic, f"synthetic {synthetic_size}", repeats))
+    return results, measure_hostile(synthetic, max(1, repeats // 4))

@@ -14,17 +14,19 @@ import json
 import logging
 import math
 import re
+import sys
 import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from importlib import resources
 from pathlib import Path
 from typing import Any
-from urllib.parse import urljoin
 
-from service.search_index import SearchIndex
+from service.catalog_text import clean_text, web_link
+from service.prices import is_missing, parse_price
+from service.search_index import MAX_SEARCH_WORDS, SearchIndex
 
 logger = logging.getLogger(__name__)
 
@@ -33,12 +35,19 @@ _ITEM_NUMBER = re.compile(r"-i(\d+)/?$")
 _CATEGORY_LINK = re.compile(r"-c\d+/?$")
 _POSITIONAL_ID = re.compile(r"^(?P<store>[^:]+):(?P<index>\d+)$")
 _STORE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_PRICE_JUNK = re.compile(r"[^\d.,\-]")
 _NIQQUD = re.compile(r"[\u0591-\u05c7]")  # Hebrew cantillation and vowel points (combining marks)
+
+
+class SearchRefused(ValueError):
+    """A query the catalog will not run (too many different words); the message is one sentence for the client."""
 
 
 class CatalogError(ValueError):
     """A store folder cannot be used at all (as opposed to one bad record, which is skipped)."""
+
+
+# What one bad record may raise while it is read; it is then skipped and counted, never fatal.
+RECORD_ERRORS = (ValueError, TypeError, ArithmeticError, AttributeError, KeyError)
 
 
 def normalize(text: str) -> str:
@@ -47,23 +56,6 @@ def normalize(text: str) -> str:
     text = _NIQQUD.sub("", text)
     text = "".join(ch for ch in text if unicodedata.category(ch) not in ("Cf", "Cc") or ch in "\n\t")
     return text.casefold()
-
-
-def parse_price(raw: Any) -> Decimal | None:
-    """``"24.4"``, ``24.4``, ``"₪ 1,299.90"`` -> ``Decimal`` with two places; junk, zero or negative -> None."""
-    if raw is None or isinstance(raw, bool):
-        return None
-    text = _PRICE_JUNK.sub("", str(raw))
-    if "," in text and "." not in text:
-        text = text.replace(",", ".") if re.search(r",\d{1,2}$", text) else text.replace(",", "")
-    text = text.replace(",", "")
-    try:
-        price = Decimal(text)
-    except InvalidOperation:
-        return None
-    if not price.is_finite() or price <= 0:
-        return None
-    return price.quantize(Decimal("0.01"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,8 +68,16 @@ class Product:
     description: str
     image: str | None
     url: str | None
-    search_name: str = field(repr=False)
-    search_text: str = field(repr=False)
+
+    @property
+    def search_name(self) -> str:
+        """The name in search form (computed when asked: only the index reads it, once, when it is built)."""
+        return normalize(self.name)
+
+    @property
+    def search_text(self) -> str:
+        """Name, categories and description in search form: a query word must be a substring of this."""
+        return "\n".join([self.search_name, *(normalize(c) for c in self.categories), normalize(self.description)])
 
     @property
     def is_purchasable(self) -> bool:
@@ -158,13 +158,24 @@ class Catalog:
 
         Ranking (``SearchIndex``): per word, 3 when it starts a name word, 2 inside the name, 1 in
         category or description; +1 when the name starts with the first word; ties in catalog order.
+        A word given twice counts once; more than ``MAX_SEARCH_WORDS`` different words are refused.
         """
-        words = normalize(query).split()
+        words = search_words(query)
         wanted_category = (normalize(category).strip() if category else None) or None
         span = self._spans[store_id] if store_id else range(len(self._in_order))
         start = (page - 1) * page_size
         positions, total = self._index.search(words, wanted_category, span, start, page_size)
         return SearchPage([self._in_order[p] for p in positions], total, page, page_size)
+
+
+def search_words(query: str) -> list[str]:
+    """The query's different words in search form, in order; ``SearchRefused`` when there are too many."""
+    words = list(dict.fromkeys(normalize(query).split()))
+    if len(words) > MAX_SEARCH_WORDS:
+        raise SearchRefused(
+            f"search has {len(words)} different words; use at most {MAX_SEARCH_WORDS}, the ones that matter most."
+        )
+    return words
 
 
 @functools.lru_cache(maxsize=8)
@@ -182,29 +193,59 @@ def load_catalog(stores_dir: Path | None) -> Catalog:
 
 
 def _load_dir(stores_dir: Path) -> Catalog:
+    """Every usable store folder; a folder that cannot be read is skipped with one ERROR line naming why."""
     if not stores_dir.is_dir():
         raise CatalogError(f"WEFT_STORES_DIR {str(stores_dir)!r} is not a folder")
-    stores = [
-        load_store(folder) for folder in sorted(stores_dir.iterdir()) if (folder / "data" / "products.json").is_file()
-    ]
-    if not stores:
+    folders = [folder for folder in sorted(stores_dir.iterdir()) if (folder / "data" / "products.json").is_file()]
+    if not folders:
         raise CatalogError(f"no store folders (<store-id>/data/products.json) under {str(stores_dir)!r}")
+    stores = []
+    for folder in folders:
+        try:
+            stores.append(load_store(folder))
+        except CatalogError as exc:
+            logger.error("Store folder %s skipped: %s", folder.name, exc)
+    if not stores:
+        raise CatalogError(
+            f"no usable store under {str(stores_dir)!r}: all {len(folders)} store folder(s) were skipped"
+        )
     return Catalog(stores)
 
 
 def load_store(folder: Path) -> Store:
     """One store folder: ``store.json`` (optional) and ``data/products.json``."""
-    store_id = folder.name
-    meta: dict[str, Any] = {}
-    if (folder / "store.json").is_file():
-        meta = json.loads((folder / "store.json").read_text(encoding="utf-8"))
+    meta = _store_meta(folder / "store.json")
     return load_products_file(
         folder / "data" / "products.json",
-        store_id=store_id,
-        name=str(meta.get("name") or store_id),
-        currency=str(meta.get("currency") or DEFAULT_CURRENCY),
+        store_id=folder.name,
+        name=meta.get("name") or folder.name,
+        currency=meta.get("currency") or DEFAULT_CURRENCY,
         base_url=meta.get("base_url"),
     )
+
+
+def _store_meta(path: Path) -> dict[str, str]:
+    """``store.json``: an object whose ``name``, ``currency`` and ``base_url`` are strings when given."""
+    if not path.is_file():
+        return {}
+    meta = _read_json(path)
+    if not isinstance(meta, dict):
+        raise CatalogError(f"{str(path)!r} holds a JSON {type(meta).__name__}, not an object")
+    for key in ("name", "currency", "base_url"):
+        if meta.get(key) is not None and not isinstance(meta[key], str):
+            raise CatalogError(f"{str(path)!r}: {key!r} must be a string, not {type(meta[key]).__name__}")
+    return {key: clean_text(meta[key]).strip() for key in ("name", "currency", "base_url") if meta.get(key)}
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise CatalogError(f"cannot read {str(path)!r}: {_one_line(exc)}") from exc
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300] or type(exc).__name__
 
 
 def load_products_file(
@@ -213,10 +254,7 @@ def load_products_file(
     """Parse one scraped products file into a store (ids, merging, skipped records)."""
     if not _STORE_ID.match(store_id):
         raise CatalogError(f"store id {store_id!r} must be letters, digits, '.', '_' or '-' (no ':')")
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise CatalogError(f"cannot read {str(path)!r}: {exc}") from exc
+    document = _read_json(path)
     records = document.get("products") if isinstance(document, dict) else document
     if not isinstance(records, list):
         raise CatalogError(f"{str(path)!r} has no 'products' list")
@@ -229,58 +267,88 @@ class _Draft:
 
     name: str = ""
     price: Decimal | None = None
+    unreadable_price: bool = False
     categories: list[str] = field(default_factory=list)
     description: str = ""
     image: str | None = None
     url: str | None = None
 
 
+@dataclass
+class _Tally:
+    """What the start-up line reports about one store's records."""
+
+    skipped: Counter[str] = field(default_factory=Counter)
+    merged: int = 0
+    dropped_links: int = 0
+
+
 def build_store(
     records: Iterable[Any], *, store_id: str, name: str, currency: str = DEFAULT_CURRENCY, base_url: str | None = None
 ) -> Store:
-    skipped: Counter[str] = Counter()
+    tally = _Tally()
     drafts: dict[str, _Draft] = {}
     positions: dict[int, str] = {}
-    merged = 0
+    count = 0
     for index, record in enumerate(records):
-        reason = _skip_reason(record)
-        if reason:
-            skipped[reason] += 1
-            continue
-        short_name, _, description = str(record["name"]).strip().partition("\n")
-        short_name, description = short_name.strip(), description.strip()
-        url = record.get("url") if isinstance(record.get("url"), str) and record["url"].strip() else None
-        item = _ITEM_NUMBER.search(url) if url else None
-        product_id = f"{store_id}:i{item[1]}" if item else f"{store_id}:h{_name_hash(short_name)}"
-        price = parse_price(record.get("price"))
-        draft = drafts.get(product_id)
-        if draft is None:
-            draft = drafts[product_id] = _Draft()
-        else:
-            merged += 1
-        # The priced (listing) record gives name and price; the page record gives the description.
-        if price is not None and draft.price is None:
-            draft.price, draft.name, draft.url = price, short_name, url or draft.url
-        if not draft.name:
-            draft.name = short_name
-        draft.description = draft.description or description
-        draft.url = draft.url or url
-        draft.image = draft.image or _text_or_none(record.get("image"))
-        category = _text_or_none(record.get("category"))
-        if category and category not in draft.categories:
-            draft.categories.append(category)
-        positions[index] = product_id
-    products = tuple(_finish(pid, store_id, draft, base_url) for pid, draft in drafts.items())
+        count += 1
+        try:
+            product_id = _add_record(record, store_id, drafts, tally)
+        except RECORD_ERRORS:
+            product_id = None
+            tally.skipped["unreadable"] += 1
+        if product_id is not None:
+            positions[index] = product_id
+    products = tuple(_finish(pid, store_id, draft, base_url, tally) for pid, draft in drafts.items())
     unpriced = sum(1 for p in products if p.price is None)
+    unreadable = sum(1 for d in drafts.values() if d.price is None and d.unreadable_price)
     logger.info(
-        "Store %s: %d records -> %d products (%d merged duplicates, %d without a price; skipped: %s)",
-        store_id, index + 1 if drafts or skipped else 0, len(products), merged, unpriced,
-        ", ".join(f"{n} {why}" for why, n in skipped.items()) or "none",
+        "Store %s: %d records -> %d products (%d merged duplicates, %d without a price of which %d unreadable "
+        "prices, %d links dropped (not http/https); skipped: %s)",
+        store_id, count, len(products), tally.merged, unpriced, unreadable, tally.dropped_links,
+        ", ".join(f"{n} {why}" for why, n in tally.skipped.items()) or "none",
     )  # fmt: skip
     return Store(
         id=store_id, name=name, currency=currency, products=products,
         by_id={p.id: p for p in products}, by_position=positions,
     )  # fmt: skip
+
+
+def _add_record(record: Any, store_id: str, drafts: dict[str, _Draft], tally: _Tally) -> str | None:
+    """Merge one record into its product's draft; its product id, or None when it is skipped (and counted)."""
+    reason = _skip_reason(record)
+    if reason:
+        tally.skipped[reason] += 1
+        return None
+    short_name, _, description = str(record["name"]).strip().partition("\n")
+    short_name, description = clean_text(short_name).strip(), clean_text(description, multiline=True).strip()
+    if not short_name:
+        tally.skipped["without a name"] += 1
+        return None
+    url = record.get("url") if isinstance(record.get("url"), str) and record["url"].strip() else None
+    item = _ITEM_NUMBER.search(url) if url else None
+    product_id = f"{store_id}:i{item[1]}" if item else f"{store_id}:h{_name_hash(short_name)}"
+    raw_price = record.get("price")
+    price = parse_price(raw_price)
+    draft = drafts.get(product_id)
+    if draft is None:
+        draft = drafts[product_id] = _Draft()
+    else:
+        tally.merged += 1
+    draft.unreadable_price = draft.unreadable_price or (price is None and not is_missing(raw_price))
+    # The priced (listing) record gives name and price; the page record gives the description.
+    if price is not None and draft.price is None:
+        draft.price, draft.name, draft.url = price, short_name, url or draft.url
+    if not draft.name:
+        draft.name = short_name
+    draft.description = draft.description or description
+    draft.url = draft.url or url
+    draft.image = draft.image or _text_or_none(record.get("image"))
+    category = _text_or_none(record.get("category"))
+    category = clean_text(category).strip() if category else None
+    if category and category not in draft.categories:
+        draft.categories.append(sys.intern(category))
+    return product_id
 
 
 def _skip_reason(record: Any) -> str | None:
@@ -294,28 +362,19 @@ def _skip_reason(record: Any) -> str | None:
     return None
 
 
-def _finish(product_id: str, store_id: str, draft: _Draft, base_url: str | None) -> Product:
-    categories = tuple(draft.categories)
-    search_name = normalize(draft.name)
-    search_text = "\n".join([search_name, *(normalize(c) for c in categories), normalize(draft.description)])
+def _finish(product_id: str, store_id: str, draft: _Draft, base_url: str | None, tally: _Tally) -> Product:
+    image, url = web_link(draft.image, base_url), web_link(draft.url, base_url)
+    tally.dropped_links += (draft.image is not None and image is None) + (draft.url is not None and url is None)
     return Product(
         id=product_id,
         store_id=store_id,
         name=draft.name,
         price=draft.price,
-        categories=categories,
+        categories=tuple(draft.categories),
         description=draft.description,
-        image=_absolute(draft.image, base_url),
-        url=_absolute(draft.url, base_url),
-        search_name=search_name,
-        search_text=search_text,
+        image=image,
+        url=url,
     )
-
-
-def _absolute(link: str | None, base_url: str | None) -> str | None:
-    if not link or not base_url:
-        return link
-    return urljoin(base_url, link.lstrip("/")) if "://" not in link else link
 
 
 def _text_or_none(value: Any) -> str | None:

@@ -12,7 +12,8 @@ import sys
 from collections.abc import Sequence
 
 from service.auth import TokensFileError, build_auth
-from service.catalog import CatalogError, load_catalog
+from service.catalog import CatalogError
+from service.catalog_check import check_catalog
 from service.config import Settings, settings_error_line
 from service.http_server import serve
 from service.logs import configure_logging
@@ -57,7 +58,7 @@ def _serve(args: argparse.Namespace) -> int:
     configure_logging(settings.log_level, settings.log_format)
     prepare_multiprocess_dir(settings.workers)  # before workers start: /metrics sums every worker's samples
     try:  # fail here, with one line, rather than in every worker with a traceback
-        load_catalog(settings.stores_dir)
+        check_catalog(settings.stores_dir, settings.workers, settings.log_level, settings.log_format)
         build_auth(settings)  # an unreadable or malformed WEFT_AUTH_TOKENS_FILE
     except (CatalogError, TokensFileError) as exc:
         print(f"weft-mcp: {exc}", file=sys.stderr)

@@ -5,20 +5,29 @@ hits first; ties in catalog order), because a query word holds no whitespace: it
 a text exactly when it is a substring of one of the text's whitespace-separated tokens. So a word
 is looked up by scanning the catalog's *vocabulary* (thousands of distinct tokens) instead of its
 products (up to hundreds of thousands), and the products come from the matching tokens' postings.
+
+What a search may cost is bounded whatever its words: repeated words count once, at most
+``MAX_SEARCH_WORDS`` different words are accepted, and the memory of looked-up words is capped by
+the number of positions it holds (broad words match most of the catalog), not by a count of words.
 """
 
 from __future__ import annotations
 
 import heapq
-from collections import defaultdict
-from collections.abc import Sequence
-from functools import lru_cache
+from array import array
+from collections import OrderedDict, defaultdict
+from collections.abc import Iterable, Sequence
+from threading import Lock
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from service.catalog import Product
 
-WORD_CACHE = 4096  # query words remembered, each with its sets of product positions
+MAX_SEARCH_WORDS = 10  # different words in one query; more are refused (each word costs a pass over the matches)
+WORD_CACHE_POSITIONS = 2_000_000  # positions kept for looked-up words (~70 bytes each): about 140 MB at most
+
+Positions = array  # of 'i': product positions in catalog order, ascending (4 bytes each)
+WordSets = tuple[frozenset[int], frozenset[int], frozenset[int], frozenset[int]]
 
 
 class SearchIndex:
@@ -26,30 +35,41 @@ class SearchIndex:
 
     def __init__(self, products: Sequence[Product]) -> None:
         self.products = products
-        text: dict[str, list[int]] = defaultdict(list)
-        name: dict[str, list[int]] = defaultdict(list)  # tokens of the name split on " " (word starts)
-        first: dict[str, list[int]] = defaultdict(list)  # the name's first " "-token (name.startswith)
-        category: dict[str, set[int]] = defaultdict(set)
+        text: dict[str, Positions] = defaultdict(_positions)
+        name: dict[str, Positions] = defaultdict(_positions)  # tokens of the name split on " " (word starts)
+        first: dict[str, Positions] = defaultdict(_positions)  # the name's first " "-token (name.startswith)
+        category: dict[str, Positions] = defaultdict(_positions)
         for position, product in enumerate(products):
+            search_name = product.search_name
             for token in set(product.search_text.split()):
                 text[token].append(position)
-            for token in set(product.search_name.split(" ")):
+            for token in set(search_name.split(" ")):
                 if token:
                     name[token].append(position)
-            first[product.search_name.split(" ", 1)[0]].append(position)
-            for label in product.categories:
-                category[_category_key(label)].add(position)
+            first[search_name.split(" ", 1)[0]].append(position)
+            for key in {_category_key(label) for label in product.categories}:
+                category[key].append(position)
         self._text, self._name, self._first = dict(text), dict(name), dict(first)
         self._category = dict(category)
-        self.word = lru_cache(maxsize=WORD_CACHE)(self._word)
+        self._cache = WordCache(WORD_CACHE_POSITIONS)
 
-    def _word(self, word: str) -> tuple[frozenset[int], frozenset[int], frozenset[int], frozenset[int]]:
+    def word(self, word: str) -> WordSets:
         """(matches anywhere, in the name, at a name word's start, at the name's start) for one query word."""
+        found = self._cache.get(word)
+        if found is None:
+            found = self._word(word)
+            self._cache.put(word, found)
+        return found
+
+    def _word(self, word: str) -> WordSets:
         anywhere = _union(ids for token, ids in self._text.items() if word in token)
         in_name = _union(ids for token, ids in self._name.items() if word in token)
         name_word_start = _union(ids for token, ids in self._name.items() if token.startswith(word))
         name_start = _union(ids for token, ids in self._first.items() if token.startswith(word))
         return anywhere, in_name, name_word_start, name_start
+
+    def clear_cache(self) -> None:
+        self._cache.clear()
 
     def in_category(self, wanted: str) -> frozenset[int]:
         return frozenset(self._category.get(wanted, ()))
@@ -57,7 +77,10 @@ class SearchIndex:
     def search(
         self, words: list[str], wanted_category: str | None, span: range, first: int, count: int
     ) -> tuple[list[int], int]:
-        """Positions ``first .. first+count`` of the ranked matches within ``span``, and how many match."""
+        """Positions ``first .. first+count`` of the ranked matches within ``span``, and how many match.
+
+        ``words`` must be distinct and at most ``MAX_SEARCH_WORDS`` (``Catalog.search`` sees to it).
+        """
         candidates: set[int] | None = None
         if wanted_category is not None:
             candidates = set(self.in_category(wanted_category))
@@ -84,11 +107,47 @@ class SearchIndex:
         return [p for _, p in heapq.nsmallest(first + count, map(rank, candidates))][first:], len(candidates)
 
 
-def _union(groups: object) -> frozenset[int]:
-    found: set[int] = set()
-    for ids in groups:  # type: ignore[attr-defined]
-        found.update(ids)
-    return frozenset(found)
+class WordCache:
+    """Least recently used words, holding at most ``budget`` positions in all (a broad word holds many)."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.held = 0
+        self._entries: OrderedDict[str, WordSets] = OrderedDict()
+        self._lock = Lock()  # searches run in worker threads
+
+    def get(self, word: str) -> WordSets | None:
+        with self._lock:
+            found = self._entries.get(word)
+            if found is not None:
+                self._entries.move_to_end(word)
+            return found
+
+    def put(self, word: str, sets: WordSets) -> None:
+        size = sum(len(s) for s in sets)
+        if size > self.budget:
+            return
+        with self._lock:
+            if word in self._entries:
+                return
+            self._entries[word] = sets
+            self.held += size
+            while self.held > self.budget:
+                _, evicted = self._entries.popitem(last=False)
+                self.held -= sum(len(s) for s in evicted)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self.held = 0
+
+
+def _positions() -> Positions:
+    return array("i")
+
+
+def _union(groups: Iterable[Positions]) -> frozenset[int]:
+    return frozenset().union(*groups)
 
 
 def _category_key(label: str) -> str:

@@ -4,11 +4,13 @@ Arguments are declared with exact JSON schemas but checked by ``service.argument
 rejection is one sentence; every rejection is an ``isError`` result and changes nothing.
 """
 
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
+import anyio
 from mcp.server.mcpserver import Context, MCPServer
 from mcp_types import CallToolResult, ToolAnnotations
 from pydantic import WithJsonSchema
@@ -34,7 +36,7 @@ from service.arguments import (
 )
 from service.auth import AuthSetup, caller_subject
 from service.carts import Cart, CartRejected, CartStorageError, CartStore
-from service.catalog import Catalog, Product
+from service.catalog import Catalog, Product, SearchPage, SearchRefused
 from service.config import Settings
 from service.metrics import ToolMetrics
 from service.protocol_errors import PlainMethodErrors, PlainToolErrors
@@ -48,6 +50,7 @@ INSTRUCTIONS = (
 )
 READ_ONLY = ToolAnnotations(read_only_hint=True)
 MAX_PAGE = 1_000_000
+SEARCH_THREADS = 1  # searches run at once per worker, each in a thread: the event loop never waits for one
 
 # Exact schemas for the client; the values themselves are checked by service.arguments.
 ProductId = Annotated[Any, WithJsonSchema({"type": "string", "description": "A product id from search_products."})]
@@ -100,6 +103,15 @@ def register_tools(server: MCPServer, shop: Shop) -> None:
     max_quantity = settings.max_quantity
     AddQuantity = quantity_schema(1, max_quantity, "How many to add.")
     SetQuantity = quantity_schema(0, max_quantity, "The line's new quantity; 0 removes the line.")
+
+    search_limiter: list[anyio.CapacityLimiter] = []  # made on first use, inside the worker's event loop
+
+    async def run_search(query: str, **options: Any) -> SearchPage:
+        """``catalog.search`` in a worker thread: a broad query over a big catalog costs tens of ms of CPU."""
+        if not search_limiter:
+            search_limiter.append(anyio.CapacityLimiter(SEARCH_THREADS))
+        search = functools.partial(catalog.search, query, **options)
+        return await anyio.to_thread.run_sync(search, limiter=search_limiter[0])
 
     async def session_of(ctx: Context) -> Session:
         request = ctx.request_context
@@ -171,13 +183,15 @@ def register_tools(server: MCPServer, shop: Shop) -> None:
                 raise ArgumentError(f"There is no store {store_id!r}; use one of {sorted(catalog.stores)}.")
             page_number = whole_number(page, "page", 1, MAX_PAGE)
             size = whole_number(page_size, "page_size", 1, MAX_PAGE_SIZE)
-            found = catalog.search(query, category=wanted_category, store_id=store_id, page=page_number, page_size=size)
+            found = await run_search(
+                query, category=wanted_category, store_id=store_id, page=page_number, page_size=size
+            )
             last_page = max(1, found.total_pages)
             if page_number > last_page:
                 raise ArgumentError(
                     f"page {page_number} is past the last page ({last_page}); ask for page 1 to {last_page}."
                 )
-        except ArgumentError as exc:
+        except (ArgumentError, SearchRefused) as exc:
             return error_result(str(exc))
         return text_result(
             search_text(found, query, wanted_category, catalog), search_payload(found, query, wanted_category, store_id)

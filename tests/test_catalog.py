@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from service.catalog import (
     Catalog,
@@ -118,9 +121,10 @@ def test_build_store_merges_skips_and_keeps_categories(caplog: pytest.LogCapture
 def test_order_of_duplicate_records_does_not_matter() -> None:
     page = {"name": "Tea\nLong text.", "price": None, "category": "A", "url": "x-i1", "image": None}
     listing = {"name": "Tea", "price": "3", "category": "A", "url": "y-i1", "image": None}
-    store = build_store([page, listing], store_id="s", name="S")
+    store = build_store([page, listing], store_id="s", name="S", base_url="https://s.test/")
     (tea,) = store.products
-    assert (tea.name, tea.price, tea.description, tea.url) == ("Tea", Decimal("3.00"), "Long text.", "y-i1")
+    assert (tea.name, tea.price, tea.description) == ("Tea", Decimal("3.00"), "Long text.")
+    assert tea.url == "https://s.test/y-i1"
 
 
 @pytest.mark.parametrize(
@@ -133,7 +137,7 @@ def test_parse_price(raw: object, expected: str | None) -> None:
     assert (None if price is None else str(price)) == expected
 
 
-def test_unusable_store_dir_is_a_clear_error(tmp_path: Path) -> None:
+def test_unusable_store_dir_is_a_clear_error(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     with pytest.raises(CatalogError, match="not a folder"):
         load_catalog(tmp_path / "missing")
     with pytest.raises(CatalogError, match="no store folders"):
@@ -141,8 +145,9 @@ def test_unusable_store_dir_is_a_clear_error(tmp_path: Path) -> None:
     bad = tmp_path / "bad" / "data"
     bad.mkdir(parents=True)
     (bad / "products.json").write_text("{not json", encoding="utf-8")
-    with pytest.raises(CatalogError, match="cannot read"):
+    with pytest.raises(CatalogError, match="no usable store"):
         load_catalog(tmp_path)
+    assert "Store folder bad skipped: cannot read" in caplog.text
 
 
 def test_store_folder_layout(tmp_path: Path) -> None:
@@ -195,3 +200,137 @@ def test_search_category_filter_and_paging(demo: Catalog) -> None:
     page2 = demo.search("", page=2, page_size=10)
     assert page2.products == everything.products[10:20]
     assert page2.total_pages == -(-everything.total // 10)
+
+
+# ---------------------------------------------------------------- prices read exactly as the shop wrote them
+
+NBSP, NARROW_NBSP = "\u00a0", "\u202f"
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("1.299,90", "1299.90"), ("1,299.90", "1299.90"), (f"1{NBSP}299,90", "1299.90"), (f"1{NARROW_NBSP}299,90",
+     "1299.90"), ("1 299,90", "1299.90"), ("1'299.90", "1299.90"), ("1.299", "1299.00"), ("12.345.678,5",
+     "12345678.50"), ("1,234,567", "1234567.00"), ("24,40", "24.40"), ("0.01", "0.01"), ("0,5", "0.50"),
+     ("1299", "1299.00"), ("24.444", "24444.00"), ("₪ 1.299,90", "1299.90"), ("1,299.90 ₪", "1299.90"),
+     ("ILS 24.40", "24.40"), ("24.40 NIS", "24.40"), ("Rs. 24.40", "24.40"), (24, "24.00"), (24.4, "24.40"),
+     (0.1, "0.10"), ("  7 ", "7.00")],
+)  # fmt: skip
+def test_parse_price_reads_real_shop_formats_exactly(raw: object, expected: str) -> None:
+    assert str(parse_price(raw)) == expected
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["0.005", "1e309", "1e5", "1E+20", "2e-2", 1e20, 1e309, float("nan"), float("inf"), 0.005, 24.444,
+     "1.299,905", "٢٤", "٢٤.٥٠", "2٤", "२४", "２４", "12.3.4", "1,2,3", "1.29.90", "12,34,567", "01,299",
+     "1,2990", "1.299.90", "1,299,90", "-5", "5-", "10-20", "10 - 20", "- 5", "0", "0.00", "0,00", "00", "-0.01",
+     "1" * 13, "9" * 27, 10**27, "1" * 27 + ".50", "24.40.", ".5", "5.", "1,,299", "1.,299", "1 299.90 2",
+     "24.40 ₪ 3",
+     "Infinity", "NaN", "sNaN", "0x1A", "1_000", "½", "²", True, False, None, "", "  ", [24], {"price": 24}],
+)  # fmt: skip
+def test_parse_price_refuses_anything_it_cannot_read_exactly(raw: object) -> None:
+    """Exponents, more than two decimals, other scripts' digits, signs, ranges, ambiguity or absurd size: no price."""
+    assert parse_price(raw) is None
+
+
+@given(
+    st.decimals(min_value=Decimal("0.01"), max_value=Decimal("999999999999.99"), places=2),
+    st.sampled_from([(",", "."), (".", ","), (" ", ","), (NBSP, ","), (NARROW_NBSP, ","), ("'", "."), ("", "."),
+                     ("", ",")]),
+    st.sampled_from(["", "₪", "₪ ", " ILS", "$", "NIS "]),
+    st.booleans(),
+)  # fmt: skip
+def test_any_two_place_price_in_any_grouping_style_parses_back_to_itself(
+    value: Decimal, style: tuple[str, str], currency: str, currency_first: bool
+) -> None:
+    thousands, decimal = style
+    whole, cents = f"{value:.2f}".split(".")
+    groups = [whole[max(0, end - 3) : end] for end in range(len(whole), 0, -3)][::-1]
+    text = thousands.join(groups) + decimal + cents
+    text = currency + text if currency_first else text + currency
+    assert parse_price(text) == value
+
+
+SEPARATORS = ".,' \u00a0\u202f"
+
+
+@given(st.text(alphabet=st.sampled_from("0123456789.,  '-eE+₪$٢४\u00a0"), max_size=14))
+def test_no_text_parses_to_a_price_its_digits_do_not_spell(text: str) -> None:
+    """A price read from text is exactly its ASCII digits, in order, with 0-2 of them after a decimal separator."""
+    price = parse_price(text)
+    if price is None:
+        return
+    digits = [i for i, ch in enumerate(text) if ch in "0123456789"]
+    number = text[digits[0] : digits[-1] + 1]
+    assert all(ch.isdigit() or ch in SEPARATORS for ch in number), (text, price)
+    last_group = re.split(f"[{SEPARATORS}]", number)[-1]
+    places = len(last_group) if len(last_group) <= 2 and len(last_group) < len(number) else 0
+    assert int(price * 100) == int("".join(ch for ch in number if ch.isdigit())) * 10 ** (2 - places), (text, price)
+    assert price > 0
+
+
+def test_unreadable_prices_are_unavailable_and_counted(caplog: pytest.LogCaptureFixture) -> None:
+    records = [
+        {"name": "Dust", "price": "0.005", "url": "dust-i1"},
+        {"name": "Star", "price": "1e309", "url": "star-i2"},
+        {"name": "Huge", "price": "9" * 27, "url": "huge-i3"},
+        {"name": "Arabic", "price": "٢٤", "url": "arabic-i4"},
+        {"name": "Euro", "price": "1.299,90", "url": "euro-i5"},
+        {"name": "Unpriced", "price": None, "url": "none-i6"},
+    ]
+    with caplog.at_level("INFO", logger="service.catalog"):
+        store = build_store(records, store_id="t", name="T")
+    prices = {p.name: p.price for p in store.products}
+    assert prices == {"Dust": None, "Star": None, "Huge": None, "Arabic": None, "Euro": Decimal("1299.90"),
+                      "Unpriced": None}  # fmt: skip
+    assert not any(p.is_purchasable and p.price == 0 for p in store.products)
+    assert "4 unreadable prices" in caplog.text and "5 without a price" in caplog.text, caplog.text
+
+
+# ---------------------------------------------------------------- one bad store folder never takes the others down
+
+
+def write_store(root: Path, store_id: str, products: object, meta: object = None, raw_meta: str | None = None) -> Path:
+    folder = root / store_id
+    (folder / "data").mkdir(parents=True)
+    text = products if isinstance(products, str) else json.dumps(products)
+    (folder / "data" / "products.json").write_text(text, encoding="utf-8")
+    if raw_meta is not None or meta is not None:
+        (folder / "store.json").write_text(raw_meta if raw_meta is not None else json.dumps(meta), encoding="utf-8")
+    return folder
+
+
+GOOD_RECORDS = {"products": [{"name": "Bread", "price": "2", "url": "b-i1"}, {"name": "Gold", "price": "9" * 27},
+                             {"name": "Bad", "price": {"x": 1}}, {"name": ["list"]}]}  # fmt: skip
+BAD_STORES = {
+    "bad-meta-json": ({"products": []}, None, "{not json"),
+    "bad-meta-list": ({"products": []}, ["a", "list"], None),
+    "bad-meta-name": ({"products": []}, {"name": {"x": 1}, "currency": ["ILS"]}, None),
+    "bad-products-json": ("[1, 2", None, None),
+    "bad-products-shape": ({"products": {"a": 1}}, None, None),
+    "bad-products-bytes": ("\udcff", None, None),
+}
+
+
+def make_stores(root: Path) -> Path:
+    write_store(root, "good", GOOD_RECORDS, {"name": "Good", "currency": "EUR"})
+    for store_id, (products, meta, raw_meta) in BAD_STORES.items():
+        folder = write_store(root, store_id, "" if products == "\udcff" else products, meta, raw_meta)
+        if products == "\udcff":
+            (folder / "data" / "products.json").write_bytes(b'{"products": [{"name": "\xff\xfe"}]}')
+    return root
+
+
+def test_bad_store_folders_are_skipped_and_named(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("INFO", logger="service.catalog"):
+        catalog = load_catalog(make_stores(tmp_path))
+    assert list(catalog.stores) == ["good"]
+    assert [p.name for p in catalog.stores["good"].products] == ["Bread", "Gold", "Bad"]
+    assert catalog.product("good:i1") is not None and catalog.stores["good"].currency == "EUR"
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == len(BAD_STORES), [r.getMessage() for r in errors]
+    for store_id in BAD_STORES:
+        (line,) = [r.getMessage() for r in errors if f"/{store_id}/" in r.getMessage()]
+        assert "skipped" in line and "\n" not in line, line
+    assert not any(r.exc_info for r in caplog.records)

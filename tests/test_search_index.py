@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from service.catalog import Catalog, Product, load_catalog, load_products_file, normalize
+from service.catalog import Catalog, Product, SearchRefused, load_catalog, load_products_file, normalize
+from service.search_index import MAX_SEARCH_WORDS, SearchIndex, WordCache
 
 
 def _score(product: Product, words: list[str]) -> float:
@@ -26,8 +27,8 @@ def _score(product: Product, words: list[str]) -> float:
 
 
 def scan_search(catalog: Catalog, query: str, category: str | None, store_id: str | None, page: int, size: int):
-    """The original linear scan: the reference the index must match."""
-    words = normalize(query).split()
+    """The original linear scan: the reference the index must match (a repeated word counts once)."""
+    words = list(dict.fromkeys(normalize(query).split()))
     wanted = normalize(category).strip() if category else None
     stores = [catalog.stores[store_id]] if store_id else list(catalog.stores.values())
     scored: list[tuple[float, int, Product]] = []
@@ -53,6 +54,7 @@ def queries(catalog: Catalog, count: int, seed: int) -> list[str]:
     for _ in range(count):
         words = rng.choice(texts).split()
         picked = rng.sample(words, min(len(words), rng.randint(1, 3)))
+        picked += rng.sample(picked, rng.randint(0, len(picked)))  # some words given twice
         # whole words, and pieces of words (substring matches inside a token)
         found.append(" ".join(w if rng.random() < 0.5 else w[rng.randint(0, max(0, len(w) - 2)) :] for w in picked))
     return found
@@ -83,3 +85,34 @@ def test_index_matches_scan_on_real_catalog(shared_catalog_file: Path) -> None:
 def test_edge_queries(query: str) -> None:
     demo = load_catalog(None)
     assert demo.search(query, category="  ").total == scan_search(demo, query, "  ", None, 1, 12)[1]
+
+
+@pytest.mark.parametrize("query", ["oats " * 40, "o " * 99, "a b a b a b", "OATS oats Oats"])
+def test_a_repeated_word_counts_once(query: str) -> None:
+    demo = load_catalog(None)
+    once = " ".join(dict.fromkeys(normalize(query).split()))
+    found, single = demo.search(query, page_size=50), demo.search(once, page_size=50)
+    assert ([p.id for p in found.products], found.total) == ([p.id for p in single.products], single.total)
+    assert ([p.id for p in found.products], found.total) == scan_search(demo, query, None, None, 1, 50)
+
+
+def test_more_different_words_than_the_limit_are_refused() -> None:
+    demo = load_catalog(None)
+    allowed = " ".join(f"w{i}" for i in range(MAX_SEARCH_WORDS))
+    assert demo.search(allowed).total == 0
+    with pytest.raises(SearchRefused, match=f"use at most {MAX_SEARCH_WORDS}"):
+        demo.search(allowed + " one-more")
+    assert demo.search(allowed + " " + allowed).total == 0  # repeats do not count toward the limit
+
+
+def test_word_cache_holds_at_most_its_budget_of_positions() -> None:
+    """Broad words hold most of the catalog each; the cache stays within its positions budget, newest kept."""
+    demo = load_catalog(None)
+    index = SearchIndex(demo._in_order)
+    budget = 3 * len(demo._in_order)
+    index._cache = WordCache(budget)
+    letters = sorted({ch for p in demo._in_order for ch in p.search_name if ch.isalnum()})
+    for word in letters + [a + b for a in letters[:10] for b in letters[:10]]:
+        index.word(word)
+        assert 0 < index._cache.held <= budget
+        assert index._cache.get(word) is not None or sum(map(len, index._word(word))) > budget

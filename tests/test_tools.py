@@ -12,7 +12,7 @@ import pytest_asyncio
 from mcp import Client
 
 from service.carts import CartStore
-from service.catalog import load_catalog
+from service.catalog import Catalog, build_store, load_catalog
 from service.config import Settings
 from service.tools import Shop, create_server
 
@@ -97,7 +97,9 @@ async def test_search_products_shape(shop: Shop) -> None:
     ("arguments", "message"),
     [({"search": "x" * 201}, "at most 200"), ({"page": 0}, "page must be"), ({"page": 999}, "past the last page"),
      ({"page_size": 51}, "page_size must be"), ({"page_size": "many"}, "page_size must be"),
-     ({"store": "nope"}, "no store 'nope'"), ({"search": 5}, "must be a string")],
+     ({"store": "nope"}, "no store 'nope'"), ({"search": 5}, "must be a string"),
+     ({"search": "a b c d e f g h i j k"}, "11 different words; use at most 10"),
+     ({"search": "milk " * 30 + " ".join("ABCDEFGHIJ")}, "11 different words")],
 )  # fmt: skip
 async def test_search_rejections(shop: Shop, arguments: dict[str, Any], message: str) -> None:
     async with Client(create_server(shop)) as client:
@@ -266,3 +268,57 @@ async def test_timed_out_add_says_it_may_have_been_saved(shop: Shop) -> None:
         assert await chat.error("update_cart_item", product_id=OATS, quantity=2) == (
             "Cart storage unavailable, retry in a moment."
         )
+
+
+# ---------------------------------------------------------------- scraped text and prices as clients see them
+
+MARKUP = "<img src=x onerror=alert(1)> & <b>bold</b>"
+HOSTILE_RECORDS = [
+    {"name": "\x1b[31mRed\x1b[0m Tea\x07", "price": "12.50", "url": "javascript:alert(3)//-i8", "image": "data:x,1"},
+    {"name": f"Markup {MARKUP}", "price": "3", "url": "https://shop.test/markup-i9", "image": "/img/m.png",
+     "category": "\x1b]0;pwned\x07Drinks\x9b2J"},
+    {"name": "\u202eevil\u202c \u2067iso\u2069 \u200fשלום \u200d👨‍👩‍👧 \x85tail", "price": "2", "url": "vbscript:x-i10",
+     "image": "file:///etc/passwd"},
+    {"name": "Dust", "price": "0.005", "url": "https://shop.test/dust-i11"},
+    {"name": "Euro", "price": "1.299,90", "url": "//evil.test/x-i12", "image": "HTTP://cdn.test/e.png"},
+]  # fmt: skip
+
+
+@pytest_asyncio.fixture
+async def hostile_shop() -> AsyncIterator[Shop]:
+    store = build_store(HOSTILE_RECORDS, store_id="h", name="H", base_url="https://shop.test/")
+    carts = CartStore.connect(None, max_quantity=99, max_lines=10)
+    yield Shop(catalog=Catalog([store]), carts=carts, settings=Settings(_env_file=None))
+    await carts.aclose()
+
+
+async def test_catalog_text_reaches_clients_clean(hostile_shop: Shop) -> None:
+    """Only http(s) links; no control characters or escape sequences; markup comes back as the same text."""
+    async with Client(create_server(hostile_shop)) as client:
+        result = await Chat(client, "t").call("search_products", page_size=50)
+    text, products = result.content[0].text, {p["id"]: p for p in result.structured_content["products"]}
+    assert products["h:i8"]["name"] == "Red Tea"
+    assert (products["h:i8"]["url"], products["h:i8"]["image"]) == (None, None)
+    assert products["h:i9"]["name"] == f"Markup {MARKUP}" and f"Markup {MARKUP} [h:i9]" in text
+    assert products["h:i9"]["category"] == "Drinks"
+    assert products["h:i9"]["image"] == "https://shop.test/img/m.png"
+    assert products["h:i10"]["name"] == "evil iso \u200fשלום \u200d👨‍👩‍👧 tail"
+    assert (products["h:i10"]["url"], products["h:i10"]["image"]) == (None, None)
+    assert products["h:i12"]["image"] == "HTTP://cdn.test/e.png"
+    for product in products.values():
+        for link in (product["url"], product["image"]):
+            assert link is None or link.lower().startswith(("http://", "https://")), link
+    shown = text + "".join(str(p) for p in products.values())
+    assert not any(ch in shown for ch in "\x1b\x07\x85\x9b\u202e\u202c\u2067\u2069"), repr(shown)
+
+
+async def test_dirty_prices_are_never_bought_at_another_price(hostile_shop: Shop) -> None:
+    async with Client(create_server(hostile_shop)) as client:
+        chat = Chat(client, "p")
+        found = {p["id"]: p for p in (await chat.ok("search_products", page_size=50))["products"]}
+        assert (found["h:i11"]["price"], found["h:i11"]["is_purchasable"]) == (None, False)
+        assert found["h:i12"]["price"] == "1299.90"
+        assert "cannot be bought" in await chat.error("add_to_cart", product_id="h:i11", quantity=99)
+        assert (await chat.ok("view_cart"))["items"] == []  # the refusal changed nothing
+        cart = await chat.ok("add_to_cart", product_id="h:i12", quantity=2)
+        assert cart["total"] == "2599.80"

@@ -1,0 +1,140 @@
+"""The catalog as a running ``weft-mcp serve`` sees it: bad store folders, a big catalog's memory, hostile searches."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.serve_process import JSON_HEADERS, ServeProcess, call_tool, serve_command, serve_env, tool_call_message
+from tests.test_catalog import BAD_STORES, make_stores
+
+pytestmark = pytest.mark.e2e
+
+SYLLABLES = [c + v for c in "bcdfghklmnprstvz" for v in "aeiou"]
+
+
+def write_synthetic_store(root: Path, size: int, seed: int = 3) -> Path:
+    """A stores folder with one store of ``size`` products named and described with made-up words."""
+    rng = random.Random(seed)
+    words = sorted({"".join(rng.choices(SYLLABLES, k=rng.randint(1, 4))) for _ in range(6000)})
+    records = [
+        {"name": " ".join(rng.choices(words, k=rng.randint(2, 6)))
+         + "\n" + " ".join(rng.choices(words, k=rng.randint(0, 25))),
+         "price": f"{rng.randint(100, 99999) / 100:.2f}", "category": f"cat {rng.randint(1, 40)}",
+         "url": f"https://shop.test/p/item-i{index}", "image": f"https://shop.test/img/{index}.jpg"}
+        for index in range(size)
+    ]  # fmt: skip
+    data = root / "big" / "data"
+    data.mkdir(parents=True)
+    (data / "products.json").write_text(json.dumps({"products": records}), encoding="utf-8")
+    return root
+
+
+# ---------------------------------------------------------------- bad store folders
+
+
+def test_bad_store_folders_are_skipped_and_the_good_one_serves(tmp_path: Path) -> None:
+    stores = make_stores(tmp_path)
+    with ServeProcess(env={"WEFT_STORES_DIR": str(stores)}) as shop:
+        listed = call_tool(shop.mcp_url, "list_stores", session="s")["structuredContent"]["stores"]
+        assert [s["id"] for s in listed] == ["good"]
+        found = call_tool(shop.mcp_url, "search_products", {"search": "bread"}, session="s")["structuredContent"]
+        assert [p["id"] for p in found["products"]] == ["good:i1"]
+        log = shop.log_text()
+    errors = [line for line in log.splitlines() if "ERROR" in line]
+    assert len(errors) == len(BAD_STORES), errors
+    for store_id in BAD_STORES:
+        assert sum(f"/{store_id}/" in line and "skipped" in line for line in errors) == 1, (store_id, errors)
+    assert "Traceback" not in log, log
+
+
+def test_no_usable_store_exits_2_with_one_line(tmp_path: Path) -> None:
+    make_stores(tmp_path)
+    (tmp_path / "good" / "data" / "products.json").write_text("{", encoding="utf-8")
+    result = subprocess.run(
+        serve_command(port=0), env=serve_env({"WEFT_STORES_DIR": str(tmp_path)}), cwd=tmp_path,
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    output = result.stdout + result.stderr
+    final = [line for line in output.splitlines() if line.startswith("weft-mcp:")]
+    assert len(final) == 1 and "no usable store" in final[0], output
+    assert "Traceback" not in output, output
+
+
+# ---------------------------------------------------------------- a big catalog's memory
+
+
+def rss_kib(pid: int) -> int:
+    return int(subprocess.run(["ps", "-o", "rss=", "-p", str(pid)], capture_output=True, text=True).stdout)
+
+
+def worker_pids(pid: int) -> list[int]:
+    found = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout.split()
+    return [int(p) for p in found if b"resource_tracker" not in Path(f"/proc/{p}/cmdline").read_bytes()]
+
+
+def test_supervisor_does_not_hold_the_catalog(tmp_path: Path, redis_url: str, key_prefix: str) -> None:
+    """With --workers 2 the supervisor's RSS stays far below a worker's, which holds the catalog."""
+    stores = write_synthetic_store(tmp_path, 40_000)
+    env = {"WEFT_STORES_DIR": str(stores), "WEFT_REDIS_URL": redis_url, "WEFT_KEY_PREFIX": key_prefix}
+    with ServeProcess(env=env, extra_args=["--workers", "2"], startup_timeout=180) as shop:
+        assert shop.process is not None
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # both workers answer only once each has loaded the catalog
+            workers = worker_pids(shop.process.pid)
+            if len(workers) == 2 and all(rss_kib(pid) > 0 for pid in workers):
+                sizes = [rss_kib(pid) for pid in workers]
+                time.sleep(1)
+                if [rss_kib(pid) for pid in workers] == sizes:
+                    break
+            time.sleep(0.5)
+        supervisor, worker = rss_kib(shop.process.pid), min(rss_kib(pid) for pid in worker_pids(shop.process.pid))
+    assert worker - supervisor > 40 * 1024, (supervisor, worker)  # the catalog alone is well over 40 MiB
+
+
+# ---------------------------------------------------------------- hostile searches and the event loop
+
+
+def test_healthz_answers_while_hostile_searches_run(tmp_path: Path) -> None:
+    """8 costly searches at once (repeated broad words) must not hold /healthz: before, it waited seconds."""
+    stores = write_synthetic_store(tmp_path, 100_000)
+    with ServeProcess(env={"WEFT_STORES_DIR": str(stores), "WEFT_LOG_LEVEL": "WARNING"}, startup_timeout=180) as shop:
+        queries = ["o " * 99, "a e i o u b c d k l", "a " * 100, "e " * 99]
+        for query in queries:  # warm the word cache: what is measured is the search itself
+            call_tool(shop.mcp_url, "search_products", {"search": query}, session="warm", timeout=60)
+        stop = threading.Event()
+        waits: list[float] = []
+
+        def probe() -> None:
+            with httpx.Client(timeout=60) as client:
+                while not stop.is_set():
+                    started = time.perf_counter()
+                    assert client.get(f"{shop.url}/healthz").status_code == 200
+                    waits.append(time.perf_counter() - started)
+                    time.sleep(0.02)
+
+        def hostile(index: int) -> None:
+            with httpx.Client(timeout=120) as client:
+                for round_ in range(3):
+                    message = tool_call_message("search_products", {"search": queries[(index + round_) % 4]})
+                    assert client.post(shop.mcp_url, json=message, headers=JSON_HEADERS).status_code == 200
+
+        prober = threading.Thread(target=probe)
+        prober.start()
+        searchers = [threading.Thread(target=hostile, args=(i,)) for i in range(8)]
+        for thread in searchers:
+            thread.start()
+        for thread in searchers:
+            thread.join(timeout=300)
+        stop.set()
+        prober.join(timeout=60)
+        assert shop.is_alive()
+    assert waits and max(waits) < 1.0, f"/healthz waited up to {max(waits):.2f} s"
