@@ -6,7 +6,6 @@ own messages are several lines of internals, which a chat assistant cannot act o
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
@@ -30,21 +29,26 @@ def whole_number(value: Any, name: str, low: int, high: int) -> int:
     elif isinstance(value, str) and value.strip().lstrip("-").isdigit() and len(value.strip()) <= 12:
         number = int(value.strip())
     if number is None or not low <= number <= high:
-        raise ArgumentError(f"{name} must be a whole number from {low} to {high}; got {_shown(value)}.")
+        raise ArgumentError(f"{name} must be a whole number from {low} to {high}; got {json_kind(value)}.")
     return number
 
 
 def short_text(value: Any, name: str, limit: int = MAX_QUERY_LENGTH) -> str:
     if not isinstance(value, str):
-        raise ArgumentError(f"{name} must be a string; got {_shown(value)}.")
+        raise ArgumentError(f"{name} must be a string; got {json_kind(value)}.")
     if len(value) > limit:
         raise ArgumentError(f"{name} is {len(value)} characters long; send at most {limit}.")
     return value
 
 
-def _shown(value: Any) -> str:
-    text = json.dumps(value, ensure_ascii=False, default=str)
-    return text if len(text) <= 40 else text[:37] + "..."
+def json_kind(value: Any) -> str:
+    """What kind of JSON value was sent, never the value itself: an answer must not echo the caller's input."""
+    if isinstance(value, bool):
+        return "true or false"
+    if isinstance(value, int | float):
+        return "a number out of range" if isinstance(value, int) or value.is_integer() else "a fraction"
+    kinds = {str: "other text", list: "a list", dict: "an object", type(None): "null"}
+    return next((kind for cls, kind in kinds.items() if isinstance(value, cls)), "another kind of value")
 
 
 def product_id_text(value: Any) -> str:
@@ -52,6 +56,6 @@ def product_id_text(value: Any) -> str:
     raw = short_text(value, "product_id", MAX_ID_LENGTH).strip()
     if not _PRODUCT_ID_SHAPE.match(raw):
         raise ArgumentError(
-            f"{raw!r} is not a product id; send an id from search_products or the cart, like 'store:i1234'."
+            "That is not a product id; send an id from search_products or the cart, like 'store:i1234'."
         )
     return raw

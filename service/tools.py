@@ -122,7 +122,7 @@ def register_tools(server: MCPServer, shop: Shop) -> None:
         raw = product_id_text(product_id)
         product = catalog.product(raw)
         if product is None:
-            raise ArgumentError(f"There is no product {raw!r}; use an id from search_products, like 'store:i1234'.")
+            raise ArgumentError("There is no product with that id; use an id from search_products, like 'store:i1234'.")
         if not product.is_purchasable:
             raise ArgumentError(f"{product.name!r} has no price and cannot be bought now; choose another product.")
         return product
@@ -180,7 +180,7 @@ def register_tools(server: MCPServer, shop: Shop) -> None:
             wanted_category = short_text(category, "category") if category else None
             store_id = short_text(store, "store") if store else None
             if store_id is not None and store_id not in catalog.stores:
-                raise ArgumentError(f"There is no store {store_id!r}; use one of {sorted(catalog.stores)}.")
+                raise ArgumentError(f"There is no store with that id; use one of {sorted(catalog.stores)}.")
             page_number = whole_number(page, "page", 1, MAX_PAGE)
             size = whole_number(page_size, "page_size", 1, MAX_PAGE_SIZE)
             found = await run_search(

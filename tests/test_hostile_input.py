@@ -305,6 +305,48 @@ def test_invalid_messages_get_one_sentence_that_echoes_nothing(
     assert_unharmed(shop, redis_client, prefix, bystander)
 
 
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"method": "tools/call", "params": {"name": "add_to_cart", "arguments": {}}},
+        {"method": "tools/call", "params": {"name": "update_cart_item", "arguments": {"x": MARK}}},
+        {"method": "tools/call", "params": {"name": "remove_from_cart", "arguments": {"cart": MARK}}},
+        {"method": "tools/call", "params": {"name": MARK, "arguments": {}}},
+        {"method": "tools/call", "params": {"name": f"<img src=x onerror=alert(1)>{MARK}", "arguments": {}}},
+        {"method": "tools/call", "params": {"name": "add_to_cart", "arguments": {"product_id": MARK}}},
+        {"method": "tools/call", "params": {"name": "add_to_cart", "arguments": {"product_id": f"s:{MARK}"}}},
+        {"method": "tools/call", "params": {"name": "add_to_cart",
+                                            "arguments": {"product_id": OATS, "quantity": MARK}}},
+        {"method": "tools/call", "params": {"name": "search_products", "arguments": {"page": MARK}}},
+        {"method": "tools/call", "params": {"name": "search_products", "arguments": {"store": MARK}}},
+        {"method": "tools/call", "params": {"name": "search_products", "arguments": {"search": [MARK]}}},
+        {"method": f"{MARK}/list", "params": {}},
+        {"method": "resources/read", "params": {"uri": f"ui://{MARK}"}},
+    ],
+    ids=["missing-argument", "missing-with-extra", "missing-with-other", "unknown-tool", "unknown-tool-markup",
+         "not-a-product-id", "unknown-product", "bad-quantity", "bad-page", "unknown-store", "search-not-text",
+         "unknown-method", "unknown-resource"],  # fmt: skip
+)
+def test_errors_about_one_request_name_the_rule_not_the_input(
+    shop: ServeProcess, redis_client: redis.Redis, prefix: str, bystander: dict[str, Any], message: dict[str, Any]
+) -> None:
+    """A rejected call (a JSON-RPC error or an isError result) never echoes what was sent, nor pydantic's report."""
+    before = set(redis_client.scan_iter(match=f"{prefix}:*", count=1000))
+    body = {"jsonrpc": "2.0", "id": 7, **message}
+    body["params"]["_meta"] = {"sessionId": f"echo-{uuid.uuid4().hex[:8]}"}
+    response = post_message(shop, body)
+    assert response.status_code == 200, (response.status_code, response.text[:300])
+    reply = response.json()
+    assert MARK not in response.text, response.text[:500]
+    text = reply["error"]["message"] if "error" in reply else text_of(reply["result"])
+    assert "error" in reply or reply["result"]["isError"] is True, reply
+    assert "\n" not in text and len(text) < 200, text
+    for internal in ("pydantic", "validation error", "input_value", "input_type", "field required"):
+        assert internal not in text.lower(), text
+    assert set(redis_client.scan_iter(match=f"{prefix}:*", count=1000)) == before
+    assert_unharmed(shop, redis_client, prefix, bystander)
+
+
 def assert_one_sentence_error(response: httpx.Response) -> str:
     """A 400 JSON-RPC error whose message is one short sentence: no input, no pydantic, no parser positions."""
     assert response.status_code == 400, (response.status_code, response.text[:300])
@@ -363,7 +405,7 @@ def test_max_body_bytes_setting_and_no_debug_tool(redis_url: str) -> None:
         tools = post_message(small, {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}).json()["result"]["tools"]
         assert "debug_session" not in {tool["name"] for tool in tools} and "view_cart" in {t["name"] for t in tools}
         result = tool_result(small, "debug_session", {}, {"sessionId": "limit"})
-        assert result["isError"] is True and "Unknown tool" in text_of(result)
+        assert result["isError"] is True and "no tool by that name" in text_of(result)
         assert small.is_alive()
 
 

@@ -97,7 +97,7 @@ async def test_search_products_shape(shop: Shop) -> None:
     ("arguments", "message"),
     [({"search": "x" * 201}, "at most 200"), ({"page": 0}, "page must be"), ({"page": 999}, "past the last page"),
      ({"page_size": 51}, "page_size must be"), ({"page_size": "many"}, "page_size must be"),
-     ({"store": "nope"}, "no store 'nope'"), ({"search": 5}, "must be a string"),
+     ({"store": "nope"}, "no store with that id"), ({"search": 5}, "must be a string"),
      ({"search": "a b c d e f g h i j k"}, "11 different words; use at most 10"),
      ({"search": "milk " * 30 + " ".join("ABCDEFGHIJ")}, "11 different words")],
 )  # fmt: skip
