@@ -29,10 +29,10 @@ class RepeatedRecordFilter(logging.Filter):
     """The first record of a kind passes; identical ones within ``window`` seconds are dropped and counted,
     and the next one after the window says how many were dropped.
 
-    A kind is (logger, level, first line of the unformatted message, exception type): the arguments (a
-    client address) and asyncio's detail lines (which socket) do not count, so a flood of one error is
-    one line per window however its details vary.
-    Applies to ERROR and above, and to records logged with ``extra={RATE_LIMITED: True}``.
+    A kind is (logger, level, first line of the message, exception type). For an ERROR that line is the
+    formatted one, so two different errors (two bad store folders) both show, while asyncio's detail
+    lines (which socket) do not count; for client noise logged with ``extra={RATE_LIMITED: True}`` it is
+    the unformatted one, so a flood is one line per window whatever client address it names.
     """
 
     def __init__(self, window: float = REPEAT_WINDOW_SECONDS) -> None:
@@ -44,7 +44,8 @@ class RepeatedRecordFilter(logging.Filter):
         if record.levelno < logging.ERROR and not getattr(record, RATE_LIMITED, False):
             return True
         exc_type = record.exc_info[0].__name__ if record.exc_info and record.exc_info[0] else None
-        kind = (record.name, record.levelno, str(record.msg).partition("\n")[0], exc_type)
+        text = str(record.msg) if getattr(record, RATE_LIMITED, False) else record.getMessage()
+        kind = (record.name, record.levelno, text.partition("\n")[0], exc_type)
         now = time.monotonic()
         seen = self._seen.get(kind)
         if seen is not None and now - seen.window_start < self.window:

@@ -106,3 +106,18 @@ def test_a_flood_of_one_error_is_one_line_per_window(restore_logging, monkeypatc
     for _ in range(5):
         logging.getLogger("service.sessions").warning("No conversation id: filed under the shared cart")
     assert stream.getvalue().count("No conversation id") == 5
+
+
+def test_different_errors_of_one_template_all_show(restore_logging) -> None:
+    """Rate limiting is for *identical* errors: two bad store folders logged through one format string are two
+    lines, while the same error repeated is still one."""
+    configure_logging("INFO")
+    stream = io.StringIO()
+    logging.getLogger().handlers[0].stream = stream  # type: ignore[attr-defined]
+    log = logging.getLogger("service.catalog")
+    for folder in ("bad-a", "bad-b", "bad-c", "bad-a", "bad-a"):
+        log.error("Store folder %s skipped: cannot read it", folder)
+    lines = stream.getvalue().splitlines()
+    assert [line.split("Store folder ")[1] for line in lines] == [
+        f"{folder} skipped: cannot read it" for folder in ("bad-a", "bad-b", "bad-c")
+    ]
