@@ -15,7 +15,6 @@ import logging
 import math
 import re
 import sys
-import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from typing import Any
 
 from service.catalog_text import clean_text, web_link
 from service.prices import is_missing, parse_price
+from service.search_form import category_key, normalize
 from service.search_index import MAX_SEARCH_WORDS, SearchIndex
 
 logger = logging.getLogger(__name__)
@@ -35,7 +35,6 @@ _ITEM_NUMBER = re.compile(r"-i(\d+)/?$")
 _CATEGORY_LINK = re.compile(r"-c\d+/?$")
 _POSITIONAL_ID = re.compile(r"^(?P<store>[^:]+):(?P<index>\d+)$")
 _STORE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_NIQQUD = re.compile(r"[\u0591-\u05c7]")  # Hebrew cantillation and vowel points (combining marks)
 
 
 class SearchRefused(ValueError):
@@ -48,14 +47,6 @@ class CatalogError(ValueError):
 
 # What one bad record may raise while it is read; it is then skipped and counted, never fatal.
 RECORD_ERRORS = (ValueError, TypeError, ArithmeticError, AttributeError, KeyError)
-
-
-def normalize(text: str) -> str:
-    """Search form of text: NFKC, case-folded, without niqqud, direction marks or other format characters."""
-    text = unicodedata.normalize("NFKC", text)
-    text = _NIQQUD.sub("", text)
-    text = "".join(ch for ch in text if unicodedata.category(ch) not in ("Cf", "Cc") or ch in "\n\t")
-    return text.casefold()
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +86,7 @@ class Store:
     currency: str
     products: tuple[Product, ...]
     by_id: dict[str, Product] = field(repr=False)
-    by_position: dict[int, str] = field(repr=False)  # file index -> product id (the original's ids)
+    by_position: dict[int, str] = field(repr=False)  # file index -> product id (positional ids, DESIGN.md)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +116,7 @@ class Catalog:
         self._index = SearchIndex(self._in_order)
 
     def product(self, product_id: str) -> Product | None:
-        """The product an id names; positional ids of the original server are still understood."""
+        """The product an id names; positional ids (``<store-id>:<index>``, DESIGN.md) are still understood."""
         product = self._products.get(product_id)
         if product is not None:
             return product
@@ -161,7 +152,7 @@ class Catalog:
         A word given twice counts once; more than ``MAX_SEARCH_WORDS`` different words are refused.
         """
         words = search_words(query)
-        wanted_category = (normalize(category).strip() if category else None) or None
+        wanted_category = (category_key(category) if category else None) or None
         span = self._spans[store_id] if store_id else range(len(self._in_order))
         start = (page - 1) * page_size
         positions, total = self._index.search(words, wanted_category, span, start, page_size)

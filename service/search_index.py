@@ -18,10 +18,9 @@ from array import array
 from collections import OrderedDict, defaultdict
 from collections.abc import Iterable, Sequence
 from threading import Lock
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from service.catalog import Product
+from service.search_form import category_key
 
 MAX_SEARCH_WORDS = 10  # different words in one query; more are refused (each word costs a pass over the matches)
 WORD_CACHE_POSITIONS = 2_000_000  # positions kept for looked-up words (~70 bytes each): about 140 MB at most
@@ -30,10 +29,23 @@ Positions = array  # of 'i': product positions in catalog order, ascending (4 by
 WordSets = tuple[frozenset[int], frozenset[int], frozenset[int], frozenset[int]]
 
 
+class Indexed(Protocol):
+    """What the index reads of a product (``service.catalog.Product``), all in search form."""
+
+    @property
+    def search_name(self) -> str: ...
+
+    @property
+    def search_text(self) -> str: ...
+
+    @property
+    def categories(self) -> tuple[str, ...]: ...
+
+
 class SearchIndex:
     """Positions (index in catalog order) by token, for the match test and each scoring rule."""
 
-    def __init__(self, products: Sequence[Product]) -> None:
+    def __init__(self, products: Sequence[Indexed]) -> None:
         self.products = products
         text: dict[str, Positions] = defaultdict(_positions)
         name: dict[str, Positions] = defaultdict(_positions)  # tokens of the name split on " " (word starts)
@@ -47,7 +59,7 @@ class SearchIndex:
                 if token:
                     name[token].append(position)
             first[search_name.split(" ", 1)[0]].append(position)
-            for key in {_category_key(label) for label in product.categories}:
+            for key in {category_key(label) for label in product.categories}:
                 category[key].append(position)
         self._text, self._name, self._first = dict(text), dict(name), dict(first)
         self._category = dict(category)
@@ -148,9 +160,3 @@ def _positions() -> Positions:
 
 def _union(groups: Iterable[Positions]) -> frozenset[int]:
     return frozenset().union(*groups)
-
-
-def _category_key(label: str) -> str:
-    from service.catalog import normalize
-
-    return normalize(label).strip()

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import ast
 import random
 from pathlib import Path
 
 import pytest
 
+from service import search_index
 from service.catalog import Catalog, Product, SearchRefused, load_catalog, load_products_file, normalize
 from service.search_index import MAX_SEARCH_WORDS, SearchIndex, WordCache
 
@@ -116,3 +118,13 @@ def test_word_cache_holds_at_most_its_budget_of_positions() -> None:
         index.word(word)
         assert 0 < index._cache.held <= budget
         assert index._cache.get(word) is not None or sum(map(len, index._word(word))) > budget
+
+
+def test_the_index_never_imports_the_catalog() -> None:
+    """No import circle: the catalog builds the index, so the index (even lazily, or for type checking) must not
+    import the catalog back; both take the search form of text from ``service.search_form``."""
+    tree = ast.parse(Path(search_index.__file__).read_text(encoding="utf-8"))
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert "service.search_form" in imported
+    assert "service.catalog" not in imported, imported
