@@ -9,9 +9,12 @@ from __future__ import annotations
 import re
 from typing import Any
 
-MAX_QUERY_LENGTH = 200
+# The fixed bounds of tool arguments: the tools' JSON schemas and the checks below both read these.
+# (The per-deployment quantity bound is the cart store's: WEFT_MAX_QUANTITY.)
+MAX_QUERY_LENGTH = 200  # characters of search, category and store
+MAX_PAGE = 1_000_000
 MAX_PAGE_SIZE = 50
-MAX_ID_LENGTH = 200
+MAX_PRODUCT_ID_LENGTH = 200  # characters (conversation ids have their own limit in sessions.py)
 _PRODUCT_ID_SHAPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*:[^\s:]+$")
 
 
@@ -47,13 +50,13 @@ def json_kind(value: Any) -> str:
         return "true or false"
     if isinstance(value, int | float):
         return "a number out of range" if isinstance(value, int) or value.is_integer() else "a fraction"
-    kinds = {str: "other text", list: "a list", dict: "an object", type(None): "null"}
+    kinds: dict[type, str] = {str: "other text", list: "a list", dict: "an object", type(None): "null"}
     return next((kind for cls, kind in kinds.items() if isinstance(value, cls)), "another kind of value")
 
 
 def product_id_text(value: Any) -> str:
     """A string shaped like a product id (``store:i1234``); never a cart's own ``_last_accessed`` field."""
-    raw = short_text(value, "product_id", MAX_ID_LENGTH).strip()
+    raw = short_text(value, "product_id", MAX_PRODUCT_ID_LENGTH).strip()
     if not _PRODUCT_ID_SHAPE.match(raw):
         raise ArgumentError(
             "That is not a product id; send an id from search_products or the cart, like 'store:i1234'."

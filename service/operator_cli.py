@@ -1,8 +1,10 @@
 """The ``weft-mcp sessions`` subcommands: argument parsing, confirmation and output around ``service.operator``.
 
-Kept apart from ``service.cli`` (which only wires it in) and light to import: the Redis and
-metrics modules load only when a sessions command runs, so ``weft-mcp serve`` can still set
-``PROMETHEUS_MULTIPROC_DIR`` before prometheus-client is first imported.
+Kept apart from ``service.cli``, which only wires it in. The Redis-side modules are imported when a
+sessions command runs, which only keeps them out of the ``weft-mcp serve`` supervisor; metrics need no
+such care: ``service.cli`` imports prometheus-client at once, and the uvicorn workers that record
+metrics are fresh processes started after ``serve`` has set ``PROMETHEUS_MULTIPROC_DIR``
+(``service.metrics.prepare_multiprocess_dir``; one worker needs no directory).
 """
 
 from __future__ import annotations

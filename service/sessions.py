@@ -24,7 +24,7 @@ FALLBACK_SESSION_ID = "default"
 FALLBACK_SOURCE = "fallback"
 PARAMS_META_KEYS = ("sessionId", "conversationId", "openai/session")
 ENVELOPE_META_KEYS = ("sessionId", "conversationId")
-MAX_ID_LENGTH = 256
+MAX_SESSION_ID_LENGTH = 256  # characters of a conversation id (product ids have their own limit in arguments.py)
 MAX_RAW_KEY_LENGTH = 128
 
 _VISIBLE_ASCII = re.compile(r"^[\x21-\x7e]+$")
@@ -73,11 +73,11 @@ def _validated(value: Any, source: str) -> str:
     if not isinstance(value, str):
         raise SessionError(
             f"The conversation id in _meta[{source!r}] must be a string, not {type(value).__name__}; "
-            "send 1 to 256 visible ASCII characters."
+            f"send 1 to {MAX_SESSION_ID_LENGTH} visible ASCII characters."
         )
-    if not 1 <= len(value) <= MAX_ID_LENGTH or not _VISIBLE_ASCII.match(value):
+    if not 1 <= len(value) <= MAX_SESSION_ID_LENGTH or not _VISIBLE_ASCII.match(value):
         raise SessionError(
-            f"The conversation id in _meta[{source!r}] must be 1 to {MAX_ID_LENGTH} visible ASCII characters "
+            f"The conversation id in _meta[{source!r}] must be 1 to {MAX_SESSION_ID_LENGTH} visible ASCII characters "
             "(no spaces or control characters); send a shorter or plainer id."
         )
     return value
@@ -122,10 +122,10 @@ async def calling_session(
     fallback: Literal["default", "reject"],
     subject: str | None = None,
 ) -> Session:
-    """The session of one tool call, logged as the guide did (a WARNING for every fallback call).
+    """The session of one tool call, logged: a WARNING for every fallback call, INFO naming the others.
 
-    ``params_meta`` is the SDK request context's ``meta`` (the original server read
-    ``getattr(params, '_meta')``, which the SDK never fills). The envelope's top-level
+    ``params_meta`` is the SDK request context's ``meta`` (not ``getattr(params, '_meta')``,
+    which the SDK never fills). The envelope's top-level
     ``_meta`` is dropped by the SDK's models, so it is read from the HTTP request's cached
     body, and only when ``params._meta`` names no conversation. ``subject`` (the bearer
     token's, when auth is on) scopes the key to its user.
