@@ -7,9 +7,11 @@ from typing import Any
 
 from mcp_types import CallToolResult, TextContent
 
+from service.arguments import ArgumentError
+from service.cart_count import CartCount
 from service.carts import Cart, CartRejected, CartStorageError
-from service.catalog import DEFAULT_CURRENCY, Catalog, Product, SearchPage
-from service.sessions import Session
+from service.catalog import DEFAULT_CURRENCY, Catalog, Product, SearchPage, SearchRefused
+from service.sessions import Session, SessionError
 from service.storage_faults import Fault
 
 STORAGE_UNAVAILABLE = "Cart storage unavailable, retry in a moment."
@@ -34,6 +36,24 @@ STORAGE_FAULT_TEXTS = {
         "fix Redis' access rules, and retrying will not help until then."
     ),
 }
+
+
+# Every failure a tool answers instead of raising: each is one sentence for the client, and none changed anything
+# (except a timed-out add, which ``storage_error_text`` says may have been saved).
+TOOL_ERRORS = (ArgumentError, SessionError, SearchRefused, CartRejected, CartStorageError)
+
+
+def error_answer(exc: Exception, *, max_quantity: int, retry_safe: bool) -> CallToolResult:
+    """The one mapping from a ``TOOL_ERRORS`` failure to its ``isError`` answer, used by every tool.
+
+    ``max_quantity`` is the cart store's, for the quantity rule; ``retry_safe`` is false for a change
+    that must not be repeated blindly (add_to_cart), so a storage failure says whether it may have run.
+    """
+    if isinstance(exc, CartRejected):
+        return error_result(rejection_text(exc, max_quantity))
+    if isinstance(exc, CartStorageError):
+        return error_result(storage_error_text(exc, retry_safe=retry_safe))
+    return error_result(str(exc))
 
 
 def text_result(text: str, data: dict[str, Any]) -> CallToolResult:
@@ -91,6 +111,12 @@ def cart_payload(session: Session, cart: Cart, catalog: Catalog) -> dict[str, An
     return payload
 
 
+def cart_answer(session: Session, cart: Cart, catalog: Catalog, headline: str) -> CallToolResult:
+    """What every cart tool answers: ``headline`` and the cart's lines, and the cart payload."""
+    payload = cart_payload(session, cart, catalog)
+    return text_result(cart_text(payload, headline), payload)
+
+
 def cart_text(payload: dict[str, Any], headline: str = "") -> str:
     lines = [headline] if headline else []
     if not payload["items"]:
@@ -134,8 +160,23 @@ def rejection_text(exc: CartRejected, max_quantity: int) -> str:
     return f"The cart refused the change ({exc.reason})."
 
 
+def stores_answer(catalog: Catalog) -> CallToolResult:
+    stores = [
+        {"id": s.id, "name": s.name, "currency": s.currency, "product_count": len(s.products)}
+        for s in catalog.stores.values()
+    ]
+    text = "\n".join(f"- {s['name']} [{s['id']}]: {s['product_count']} products, {s['currency']}" for s in stores)
+    return text_result(f"{len(stores)} store(s):\n{text}", {"stores": stores})
+
+
+def search_answer(
+    page: SearchPage, query: str, category: str | None, store_id: str | None, catalog: Catalog
+) -> CallToolResult:
+    return text_result(search_text(page, query, category, catalog), search_payload(page, query, category, store_id))
+
+
 def search_payload(page: SearchPage, query: str, category: str | None, store_id: str | None) -> dict[str, Any]:
-    """The original's shape, which its product-grid widget reads."""
+    """DESIGN.md's search shape (``pagination`` in camelCase), which product-grid widgets read."""
     return {
         "products": [product_payload(p) for p in page.products],
         "pagination": {
@@ -163,3 +204,27 @@ def search_text(page: SearchPage, query: str, category: str | None, catalog: Cat
         )
         rows.append(f"- {product.name} [{product.id}] {price}")
     return "\n".join([head, *rows])
+
+
+def debug_answer(
+    session: Session, cart: Cart, count: CartCount, counted_seconds_ago: float, backend: str
+) -> CallToolResult:
+    """Which conversation this call was filed under; other carts appear only as the aggregate ``count``."""
+    ago = round(counted_seconds_ago, 1)
+    data = {
+        "session_id": session.id,
+        "session_source": session.source,
+        "items_in_cart": len(cart.lines),
+        "active_sessions": count.carts,
+        "counted_at": count.counted_at.isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "counted_seconds_ago": ago,
+        "storage": backend,
+        "shared_fallback_cart": session.is_fallback,
+    }
+    text = (
+        f"Session {session.id!r} (from {session.source}); {len(cart.lines)} line(s) in its cart; "
+        f"{count.carts} active cart(s) in {backend} storage (counted {ago:g} s ago)."
+    )
+    if session.is_fallback:
+        text += " WARNING: no conversation id was sent, so this call used the cart shared by all such calls."
+    return text_result(text, data)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -11,9 +10,18 @@ import pytest
 import pytest_asyncio
 from mcp import Client
 
-from service.carts import CartStore
-from service.catalog import Catalog, build_store, load_catalog
+from service.answers import (
+    STORAGE_UNAVAILABLE,
+    STORAGE_UNAVAILABLE_MAYBE_SAVED,
+    STORAGE_UNAVAILABLE_NOT_SAVED,
+    TOOL_ERRORS,
+    error_answer,
+)
+from service.arguments import ArgumentError
+from service.carts import CartRejected, CartStorageError, CartStore
+from service.catalog import Catalog, SearchRefused, build_store, load_catalog
 from service.config import Settings
+from service.sessions import SessionError
 from service.tools import Shop, create_server
 
 CATALOG = load_catalog(None)
@@ -47,7 +55,7 @@ class Chat:
 @pytest_asyncio.fixture
 async def shop() -> AsyncIterator[Shop]:
     settings = Settings(max_quantity=5, max_cart_lines=3, _env_file=None)
-    carts = CartStore.connect(None, max_quantity=5, max_lines=3)
+    carts = CartStore.from_settings(settings)  # as the app builds it: the tools read the limits from the store
     yield Shop(catalog=CATALOG, carts=carts, settings=settings)
     await carts.aclose()
 
@@ -268,6 +276,65 @@ async def test_timed_out_add_says_it_may_have_been_saved(shop: Shop) -> None:
         assert await chat.error("update_cart_item", product_id=OATS, quantity=2) == (
             "Cart storage unavailable, retry in a moment."
         )
+
+
+async def test_debug_session_answers_its_failures_like_the_cart_tools(shop: Shop) -> None:
+    """debug_session goes through the one error mapping: a bad conversation id or a storage failure is one sentence."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    async def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RedisConnectionError("Connection closed by server.")
+
+    async with Client(create_server(shop)) as client:
+        bad_id = await Chat(client, "two words").error("debug_session")
+        assert bad_id == await Chat(client, "two words").error("view_cart")
+        assert bad_id.startswith("The conversation id in _meta['sessionId'] must be 1 to 256 visible ASCII characters")
+        shop.carts._view = broken  # type: ignore[method-assign]
+        assert await Chat(client, "ok").error("debug_session") == "Cart storage unavailable, retry in a moment."
+
+
+@pytest.mark.parametrize(
+    ("error", "retry_safe", "text"),
+    [
+        (ArgumentError("Send a product id."), True, "Send a product id."),
+        (SessionError("Send a conversation id."), True, "Send a conversation id."),
+        (SearchRefused("Use fewer words."), True, "Use fewer words."),
+        (CartRejected("quantity_limit", 3), True, "A cart line holds at most 5 and this one has 3; add at most 2."),
+        (
+            CartRejected("line_limit", 3),
+            True,
+            "The cart already has 3 lines, the most it can hold; remove one before adding another.",
+        ),
+        (CartStorageError("x", maybe_applied=True), True, STORAGE_UNAVAILABLE),
+        (CartStorageError("x", maybe_applied=True), False, STORAGE_UNAVAILABLE_MAYBE_SAVED),
+        (CartStorageError("x", maybe_applied=False), False, STORAGE_UNAVAILABLE_NOT_SAVED),
+    ],
+)
+def test_one_function_maps_every_tool_error(error: Exception, retry_safe: bool, text: str) -> None:
+    assert isinstance(error, TOOL_ERRORS)
+    answer = error_answer(error, max_quantity=5, retry_safe=retry_safe)
+    assert answer.is_error and answer.structured_content is None
+    assert [content.text for content in answer.content] == [text]  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("limit", [1, 7, 1000])
+async def test_the_quantity_limit_has_one_source_the_cart_store(limit: int) -> None:
+    """Schema, check and answer all use the store's max_quantity, whatever a Settings object beside it says."""
+    carts = CartStore.connect(None, max_quantity=limit)
+    shop = Shop(catalog=CATALOG, carts=carts, settings=Settings(max_quantity=99, _env_file=None))
+    async with Client(create_server(shop)) as client:
+        tools = {tool.name: tool.input_schema for tool in (await client.list_tools()).tools}
+        assert tools["add_to_cart"]["properties"]["quantity"]["maximum"] == limit
+        assert tools["update_cart_item"]["properties"]["quantity"]["maximum"] == limit
+        chat = Chat(client, "one-source")
+        too_many = f"quantity must be a whole number from 1 to {limit}; got a number out of range."
+        assert await chat.error("add_to_cart", product_id=OATS, quantity=limit + 1) == too_many
+        assert (await chat.ok("add_to_cart", product_id=OATS, quantity=limit))["item_count"] == limit
+        full = f"A cart line holds at most {limit}, and this one is full."
+        assert await chat.error("add_to_cart", product_id=OATS) == full
+        assert f"from 0 to {limit};" in await chat.error("update_cart_item", product_id=OATS, quantity=limit + 1)
+        assert [(line.product_id, line.quantity) for line in (await carts.view("one-source")).lines] == [(OATS, limit)]
+    await carts.aclose()
 
 
 # ---------------------------------------------------------------- scraped text and prices as clients see them

@@ -1,0 +1,169 @@
+"""What the tools do: parse the arguments, call the catalog or the carts, answer.
+
+``Shop`` holds what every tool works on and has one method per tool; ``service.tools`` only declares
+them to the MCP server. Each tool method answers (never raises) a failure in ``TOOL_ERRORS``: the
+``answering`` decorator turns it into an ``isError`` result through ``error_answer``, the one
+mapping, so every rejection is one sentence and changes nothing.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Concatenate, ParamSpec
+
+import anyio
+from mcp.server.mcpserver import Context
+from mcp_types import CallToolResult
+
+from service.answers import (
+    TOOL_ERRORS,
+    cart_answer,
+    debug_answer,
+    error_answer,
+    search_answer,
+    stores_answer,
+)
+from service.arguments import MAX_PAGE, MAX_PAGE_SIZE, ArgumentError, product_id_text, short_text, whole_number
+from service.auth import caller_subject
+from service.carts import CartStore
+from service.catalog import Catalog, Product, SearchPage
+from service.config import Settings
+from service.sessions import Session, calling_session
+
+SEARCH_THREADS = 1  # searches run at once per worker, each in a thread: the event loop never waits for one
+
+P = ParamSpec("P")
+ToolMethod = Callable[Concatenate["Shop", P], Awaitable[CallToolResult]]
+
+
+def answering(*, retry_safe: bool = True) -> Callable[[ToolMethod[P]], ToolMethod[P]]:
+    """A tool method whose ``TOOL_ERRORS`` become ``isError`` answers (``retry_safe``: see ``error_answer``)."""
+
+    def decorate(method: ToolMethod[P]) -> ToolMethod[P]:
+        @functools.wraps(method)
+        async def answered(shop: Shop, *args: P.args, **kwargs: P.kwargs) -> CallToolResult:
+            try:
+                return await method(shop, *args, **kwargs)
+            except TOOL_ERRORS as exc:
+                return error_answer(exc, max_quantity=shop.max_quantity, retry_safe=retry_safe)
+
+        return answered
+
+    return decorate
+
+
+@dataclass(frozen=True, slots=True)
+class Shop:
+    """What the tools work on; built once per worker by the app."""
+
+    catalog: Catalog
+    carts: CartStore
+    settings: Settings
+    search_threads: anyio.CapacityLimiter = field(
+        init=False, repr=False, compare=False, default_factory=lambda: anyio.CapacityLimiter(SEARCH_THREADS)
+    )
+
+    @property
+    def max_quantity(self) -> int:
+        """The most one cart line holds: the cart store's own limit (``WEFT_MAX_QUANTITY``), which its scripts
+        enforce, so the tools' schemas, checks and answers can never disagree with it."""
+        return self.carts.max_quantity
+
+    # ------------------------------------------------------------------ the tools
+
+    @answering()
+    async def list_stores(self) -> CallToolResult:
+        return stores_answer(self.catalog)
+
+    @answering()
+    async def search_products(
+        self, search: Any, category: Any, store: Any, page: Any, page_size: Any
+    ) -> CallToolResult:
+        query = short_text("" if search is None else search, "search")
+        wanted_category = short_text(category, "category") if category else None
+        store_id = short_text(store, "store") if store else None
+        if store_id is not None and store_id not in self.catalog.stores:
+            raise ArgumentError(f"There is no store with that id; use one of {sorted(self.catalog.stores)}.")
+        page_number = whole_number(page, "page", 1, MAX_PAGE)
+        size = whole_number(page_size, "page_size", 1, MAX_PAGE_SIZE)
+        found = await self.run_search(
+            query, category=wanted_category, store_id=store_id, page=page_number, page_size=size
+        )
+        last_page = max(1, found.total_pages)
+        if page_number > last_page:
+            raise ArgumentError(
+                f"page {page_number} is past the last page ({last_page}); ask for page 1 to {last_page}."
+            )
+        return search_answer(found, query, wanted_category, store_id, self.catalog)
+
+    @answering(retry_safe=False)  # an add that timed out may have run: retrying blindly would add twice
+    async def add_to_cart(self, ctx: Context, product_id: Any, quantity: Any) -> CallToolResult:
+        session = await self.session_of(ctx)
+        product = self.purchasable(product_id)
+        count = whole_number(quantity, "quantity", 1, self.max_quantity)
+        assert product.price is not None  # purchasable() checked it
+        cart = await self.carts.add(session.key, product.id, count, product.name, product.price)
+        return cart_answer(session, cart, self.catalog, "Added to the cart.")
+
+    @answering()
+    async def update_cart_item(self, ctx: Context, product_id: Any, quantity: Any) -> CallToolResult:
+        session = await self.session_of(ctx)
+        line = self.in_cart(product_id)
+        count = whole_number(quantity, "quantity", 0, self.max_quantity)
+        cart = await self.carts.set_quantity(session.key, line, count)
+        return cart_answer(session, cart, self.catalog, "Cart updated.")
+
+    @answering()
+    async def remove_from_cart(self, ctx: Context, product_id: Any) -> CallToolResult:
+        session = await self.session_of(ctx)
+        cart = await self.carts.remove(session.key, self.in_cart(product_id))
+        return cart_answer(session, cart, self.catalog, "Removed from the cart.")
+
+    @answering()
+    async def view_cart(self, ctx: Context) -> CallToolResult:
+        session = await self.session_of(ctx)
+        return cart_answer(session, await self.carts.view(session.key), self.catalog, "")
+
+    @answering()
+    async def clear_cart(self, ctx: Context) -> CallToolResult:
+        session = await self.session_of(ctx)
+        return cart_answer(session, await self.carts.clear(session.key), self.catalog, "Cart cleared.")
+
+    @answering()
+    async def debug_session(self, ctx: Context) -> CallToolResult:
+        session = await self.session_of(ctx)
+        cart = await self.carts.view(session.key)
+        count = await self.carts.counted_carts()  # one SCAN sweep per worker serves a few seconds of calls
+        # Other carts appear only as this aggregate, counted at most once per few seconds (see README).
+        ago = count.age_seconds(self.carts.cart_counter.clock())
+        return debug_answer(session, cart, count, ago, self.carts.backend)
+
+    # ------------------------------------------------------------------ what the tools share
+
+    async def session_of(self, ctx: Context) -> Session:
+        """The calling conversation; with auth on, the cart key is the user's too."""
+        request = ctx.request_context
+        subject = caller_subject(request.request)
+        return await calling_session(request.meta, request.request, self.settings.session_fallback, subject)
+
+    def purchasable(self, product_id: Any) -> Product:
+        """The product an id names, if it can be bought now; else ``ArgumentError``."""
+        product = self.catalog.product(product_id_text(product_id))
+        if product is None:
+            raise ArgumentError("There is no product with that id; use an id from search_products, like 'store:i1234'.")
+        if not product.is_purchasable:
+            raise ArgumentError(f"{product.name!r} has no price and cannot be bought now; choose another product.")
+        return product
+
+    def in_cart(self, product_id: Any) -> str:
+        """The canonical id of a line; ids the catalog no longer has still name their line."""
+        raw = product_id_text(product_id)
+        product = self.catalog.product(raw)
+        return product.id if product else raw
+
+    async def run_search(self, query: str, **options: Any) -> SearchPage:
+        """``catalog.search`` in a worker thread: a broad query over a big catalog costs tens of ms of CPU."""
+        search = functools.partial(self.catalog.search, query, **options)
+        return await anyio.to_thread.run_sync(search, limiter=self.search_threads)
