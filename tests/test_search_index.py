@@ -29,7 +29,7 @@ def _score(product: Product, words: list[str]) -> float:
 
 
 def scan_search(catalog: Catalog, query: str, category: str | None, store_id: str | None, page: int, size: int):
-    """The original linear scan: the reference the index must match (a repeated word counts once)."""
+    """A plain scan of every product (what the index replaced): the reference it must match; words count once."""
     words = list(dict.fromkeys(normalize(query).split()))
     wanted = normalize(category).strip() if category else None
     stores = [catalog.stores[store_id]] if store_id else list(catalog.stores.values())
