@@ -7,7 +7,9 @@ Every cart call is one round trip: a script registered once and called by SHA do
 read-modify-write, the ``_last_accessed`` stamp and the sliding TTL atomically, so two
 workers adding to one cart at once lose nothing. A cart with no lines has no key.
 
-The same class serves the embedded store (fakeredis in this process) and a real Redis.
+The same class serves the embedded store (fakeredis in this process) and a real Redis. It is also
+the operator's only way in (``weft-mcp sessions``): its sweeps read and purge through the same layout
+and scripts, and reading there never counts as an access (no stamp, no TTL refresh).
 """
 
 from __future__ import annotations
@@ -23,10 +25,12 @@ from typing import TYPE_CHECKING, Any
 import redis.asyncio as redis
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ExponentialWithJitterBackoff
+from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from service.cart_count import CartCount, CartCounter
+from service.cart_reports import CartDetail, CartListing, CartSummary, CountReport, DamageReport, KeyState, PurgeReport
 from service.metrics import REDIS_ERRORS, note_storage_condition
 from service.redis_clients import close_client, open_client
 from service.storage_faults import Diagnosis, Fault, diagnose
@@ -49,6 +53,9 @@ SOCKET_TIMEOUT_SECONDS = 1.5
 IDEMPOTENT_RETRY = AsyncRetry(
     ExponentialWithJitterBackoff(cap=0.25, base=0.05), retries=2, supported_errors=(RedisConnectionError,)
 )
+# A sweep's progress: keys scanned so far, and carts deleted so far (None when nothing is deleted).
+SweepProgress = Callable[[int, int | None], None]
+DAMAGED_STAMP = "unreadable _last_accessed (not Unix seconds)"
 
 
 class CartStorageError(RuntimeError):
@@ -94,9 +101,14 @@ class Cart:
 EMPTY_CART = Cart(lines=(), last_accessed=None)
 
 
+def cart_key_head(key_prefix: str) -> str:
+    """``<prefix>:cart:{``: what every cart key starts with; the session key and ``}`` follow."""
+    return f"{key_prefix}:cart:{{"
+
+
 def cart_key(key_prefix: str, session_key: str) -> str:
     """``<prefix>:cart:{<session-key>}``: the braces are the cluster hash tag that keeps a cart in one slot."""
-    return f"{key_prefix}:cart:{{{session_key}}}"
+    return f"{cart_key_head(key_prefix)}{session_key}}}"
 
 
 def line_value_tail(name: str, price: Decimal) -> str:
@@ -105,11 +117,17 @@ def line_value_tail(name: str, price: Decimal) -> str:
 
 
 class CartStore:
-    """Carts over the Redis protocol; each public coroutine is one script call (or one DEL)."""
+    """Carts over the Redis protocol; each cart call is one script call (or one DEL).
 
-    # Shared Lua: stamp the access, slide the TTL, return the whole cart. The stamp and the TTL use
+    The operator's reads and the idle purge are methods here too (``count_with_damage``, ``list_carts``,
+    ``cart_detail``, ``delete_cart``, ``purge_idle``): batched sweeps over ``scan_cart_keys``, one
+    pipeline of script calls per SCAN batch, so only this class knows the layout.
+    """
+
+    # Shared Lua: stamp the access, slide the TTL, return the whole cart (and ``line_count``, the one
+    # definition of a cart's line count, used by the operator's sweeps too). The stamp and the TTL use
     # pcall: after a script's change they must not fail halfway, and when Redis is out of memory a
-    # read still answers with the stamp left as it was. Every script's first command is a hash read,
+    # read still answers with the stamp left as it was. Every writing script's first command is a hash read,
     # so a key of another type fails (WRONGTYPE) before anything is written.
     _TOUCH = """
 local function touch(key, now, ttl)
@@ -183,6 +201,25 @@ redis.call('DEL', KEYS[1])
 return 'ok'
 """
 
+    # KEYS[1] a scanned key; writes nothing (reading is not an access). What a sweep needs to know of a
+    # key: its type and, for a hash, its line count and raw stamp (judged in Python: ``_key_state``).
+    INSPECT_SCRIPT = (
+        _TOUCH
+        + """
+local kind = redis.call('TYPE', KEYS[1])['ok']
+if kind ~= 'hash' then return {kind, 0, false} end
+return {kind, line_count(KEYS[1]), redis.call('HGET', KEYS[1], '_last_accessed')}
+"""
+    )
+
+    # KEYS[1] cart; ARGV[1] cutoff (Unix seconds). Deletes the cart only if it is still idle, so a chat
+    # that came back between the sweep's read and the delete keeps its cart. Returns 1 if deleted.
+    PURGE_IF_IDLE_SCRIPT = """
+local last = tonumber(redis.call('HGET', KEYS[1], '_last_accessed'))
+if last and last < tonumber(ARGV[1]) then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
     def __init__(
         self,
         client: redis.Redis,
@@ -203,6 +240,8 @@ return 'ok'
         self._set_quantity = client.register_script(self.SET_QUANTITY_SCRIPT)
         self._view = client.register_script(self.VIEW_SCRIPT)
         self._probe = client.register_script(self.PROBE_SCRIPT)
+        self._inspect_key = client.register_script(self.INSPECT_SCRIPT)
+        self._purge_if_idle = client.register_script(self.PURGE_IF_IDLE_SCRIPT)
         self.cart_counter = CartCounter(self.count_carts)
 
     @classmethod
@@ -255,11 +294,16 @@ return 'ok'
     def cart_pattern(self) -> str:
         """``<prefix>:cart:{*``: with ``is_cart_key`` exactly this deployment's carts, never those of a
         deployment whose prefix starts like ours (``weft`` and ``weft:cart:eu``)."""
-        return f"{self.key_prefix}:cart:{{*"
+        return cart_key_head(self.key_prefix) + "*"
 
     def is_cart_key(self, key: str) -> bool:
         """Prefixes and session keys hold no braces, so ``<prefix>:cart:{...}`` ending in ``}`` is ours."""
-        return key.endswith("}") and "}" not in key[len(self.key_prefix) + 7 : -1]
+        head = cart_key_head(self.key_prefix)
+        return key.startswith(head) and key.endswith("}") and "}" not in key[len(head) : -1]
+
+    def session_key_of(self, key: str) -> str:
+        """``<prefix>:cart:{abc}`` -> ``abc``; a key not of this store's cart shape comes back as it is."""
+        return key[len(cart_key_head(self.key_prefix)) : -1] if self.is_cart_key(key) else key
 
     async def view(self, session_key: str) -> Cart:
         return await self._run(self._view, session_key, self.ttl_seconds, _now(), idempotent=True)
@@ -313,6 +357,134 @@ return 'ok'
     async def counted_carts(self) -> CartCount:
         """``count_carts`` as seen within the last few seconds: one SCAN sweep per worker serves a burst."""
         return await self.cart_counter.get()
+
+    async def count_with_damage(self, on_batch: SweepProgress | None = None) -> CountReport:
+        """Carts that exist, and the damaged keys of the cart shape (skipped, never counted as carts)."""
+        report, scanned = CountReport(), 0
+        async for batch in self._key_batches():
+            scanned += len(batch)
+            for state in await self._inspect(batch):
+                if state.damage:
+                    report.damage.note(state)
+                elif not state.gone:
+                    report.carts += 1
+            if on_batch:
+                on_batch(scanned, None)
+        return report
+
+    async def list_carts(self, limit: int, *, now: int | None = None) -> CartListing:
+        """The first ``limit`` carts SCAN finds (SCAN has no order), with line counts and idle ages."""
+        now = _now() if now is None else now
+        listing = CartListing()
+        async for batch in self._key_batches():
+            for state in await self._inspect(batch):
+                if state.damage:
+                    listing.damage.note(state)
+                elif not state.gone and len(listing.carts) < limit:
+                    idle = _idle(state.last_accessed, now)
+                    session_key = self.session_key_of(state.key)
+                    listing.carts.append(CartSummary(state.key, session_key, state.lines, state.last_accessed, idle))
+            if len(listing.carts) >= limit:
+                break
+        return listing
+
+    async def cart_detail(self, session_key: str, *, now: int | None = None) -> CartDetail:
+        """One cart as stored (type, TTL, stamp, every line, readable or not), in one pipeline; touches nothing."""
+        key = self.cart_key(session_key)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.type(key)
+        pipe.hgetall(key)
+        pipe.ttl(key)
+        kind, fields, ttl = await _call(lambda: pipe.execute(raise_on_error=False), idempotent=False)
+        _raise_unless_wrongtype([kind, fields, ttl])
+        detail = CartDetail(session_key=session_key, key=key, exists=kind != "none")
+        if not detail.exists:
+            return detail
+        detail.ttl_seconds = int(ttl) if int(ttl) >= 0 else None
+        if kind != "hash":
+            detail.damaged = f"not a hash but a {kind}"
+            return detail
+        _read_fields(detail, fields, _now() if now is None else now)
+        return detail
+
+    async def delete_cart(self, session_key: str) -> bool:
+        """Delete one cart, damaged or not (one DEL); false when there was none."""
+        key = self.cart_key(session_key)
+        return bool(await _call(lambda: self.client.delete(key), idempotent=False))
+
+    async def purge_idle(
+        self,
+        older_than_seconds: int,
+        *,
+        dry_run: bool = False,
+        now: int | None = None,
+        on_batch: SweepProgress | None = None,
+    ) -> PurgeReport:
+        """Delete carts whose ``_last_accessed`` is older than the age, one pipeline per SCAN batch.
+
+        Each delete re-checks the stamp inside Redis, so a cart used since it was read is kept. A
+        damaged key's age is unknown: it is skipped, never deleted by age. ``dry_run`` only counts.
+        """
+        cutoff = (_now() if now is None else now) - older_than_seconds
+        report = PurgeReport(older_than_seconds=older_than_seconds, dry_run=dry_run)
+        if not dry_run:
+            await self._load(self._purge_if_idle)
+        async for batch in self._key_batches():
+            report.scanned += len(batch)
+            idle = _idle_keys(await self._inspect(batch), cutoff, report.damage)
+            report.idle += len(idle)
+            if idle and not dry_run:
+                replies = await self._each_key(self._purge_if_idle, idle, cutoff)
+                report.deleted += sum(reply for reply in replies if isinstance(reply, int))  # else replaced since
+            if on_batch:
+                on_batch(report.scanned, None if dry_run else report.deleted)
+        return report
+
+    async def _key_batches(self) -> AsyncIterator[list[str]]:
+        """``scan_cart_keys`` in batches of ``SCAN_COUNT`` keys, one pipeline each; loads the sweep's script first."""
+        await self._load(self._inspect_key)
+        batch: list[str] = []
+        async for key in self.scan_cart_keys():
+            batch.append(key)
+            if len(batch) >= SCAN_COUNT:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+    async def _inspect(self, keys: list[str]) -> list[KeyState]:
+        replies = await self._each_key(self._inspect_key, keys)
+        return [_key_state(key, reply) for key, reply in zip(keys, replies, strict=True)]
+
+    async def _load(self, script: AsyncScript) -> None:
+        """SCRIPT LOAD (on a cluster, on every primary), so a pipeline can call the script by SHA."""
+        await _call(lambda: self.client.script_load(script.script), idempotent=True)
+
+    async def _each_key(self, script: AsyncScript, keys: list[str], *args: Any) -> list[Any]:
+        """``script`` on each key: one pipeline of EVALSHAs, each routed to its key's node on a cluster.
+
+        A NOSCRIPT reply (the server restarted, failed over or flushed its scripts since the sweep loaded
+        them) reloads the script and sends those calls again: they did not run. A WRONGTYPE reply comes
+        back as the error; any other error reply is a ``CartStorageError``.
+        """
+        replies = await self._evalsha_pipeline(script, keys, args)
+        missing = [index for index, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if missing:
+            await self._load(script)
+            again = await self._evalsha_pipeline(script, [keys[index] for index in missing], args)
+            for index, reply in zip(missing, again, strict=True):
+                replies[index] = reply
+        _raise_unless_wrongtype(replies)
+        return replies
+
+    async def _evalsha_pipeline(self, script: AsyncScript, keys: list[str], args: tuple[Any, ...]) -> list[Any]:
+        """One pipeline; on a cluster redis-py splits it by node. It blocks ``pipe.evalsha`` there because a
+        cluster pipeline cannot load scripts first: ``_load`` did that on every primary, and ``_each_key``
+        handles NOSCRIPT, so the command is sent as it is."""
+        pipe = self.client.pipeline(transaction=False)
+        for key in keys:
+            pipe.execute_command("EVALSHA", script.sha, 1, key, *args)
+        return list(await _call(lambda: pipe.execute(raise_on_error=False), idempotent=False))
 
     async def ping(self) -> None:
         await _call(self.client.ping, idempotent=True)
@@ -370,6 +542,58 @@ def _storage_error(exc: RedisError) -> CartStorageError:
     if diagnosis.fault is not Fault.DAMAGED:  # one cart's problem, not the store's
         note_storage_condition(diagnosis.fault)
     return CartStorageError(diagnosis.reason, maybe_applied=diagnosis.maybe_applied, kind=diagnosis.fault)
+
+
+def _raise_unless_wrongtype(replies: list[Any]) -> None:
+    """A pipeline's error replies: WRONGTYPE is one key's damage (the caller's to report), anything else fails."""
+    for reply in replies:
+        if isinstance(reply, ResponseError) and "WRONGTYPE" not in str(reply):
+            raise _storage_error(reply)
+
+
+def _idle(last_accessed: int | None, now: int) -> int | None:
+    return None if last_accessed is None else max(0, now - last_accessed)
+
+
+def _key_state(key: str, reply: list[Any]) -> KeyState:
+    """``INSPECT_SCRIPT``'s ``[type, lines, stamp]`` as a ``KeyState``."""
+    kind, lines, stamp = reply
+    if kind == "none":  # deleted since SCAN saw it
+        return KeyState(key)
+    if kind != "hash":
+        return KeyState(key, damage=f"not a hash but a {kind}")
+    last_accessed = parse_stamp(stamp)
+    if stamp is not None and last_accessed is None:
+        return KeyState(key, int(lines), None, DAMAGED_STAMP)
+    return KeyState(key, int(lines), last_accessed)
+
+
+def _idle_keys(states: list[KeyState], cutoff: int, damage: DamageReport) -> list[str]:
+    """Keys of carts last used before ``cutoff``; damaged keys go to ``damage`` instead."""
+    idle: list[str] = []
+    for state in states:
+        if state.damage:
+            damage.note(state)
+        elif state.last_accessed is not None and state.last_accessed < cutoff:
+            idle.append(state.key)
+    return idle
+
+
+def _read_fields(detail: CartDetail, fields: dict[str, str], now: int) -> None:
+    """A cart hash's fields into ``detail``: the stamp (or why it is damaged) and every line, sorted by id."""
+    for name, value in sorted(fields.items()):
+        if name == LAST_ACCESSED_FIELD:
+            detail.last_accessed = parse_stamp(value)
+            detail.idle_seconds = _idle(detail.last_accessed, now)
+            if detail.last_accessed is None:
+                detail.damaged = DAMAGED_STAMP
+            continue
+        line = parse_line(name, value)
+        detail.lines.append(
+            {"product_id": name, "quantity": line.quantity, "name": line.name, "price": f"{line.price:.2f}"}
+            if line
+            else {"product_id": name, "raw": value}
+        )
 
 
 def parse_stamp(value: str | None) -> int | None:

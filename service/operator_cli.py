@@ -1,4 +1,4 @@
-"""The ``weft-mcp sessions`` subcommands: argument parsing, confirmation and output around ``service.operator``.
+"""The ``weft-mcp sessions`` subcommands: argument parsing and settings around ``service.cart_admin``.
 
 Kept apart from ``service.cli``, which only wires it in. The Redis-side modules are imported when a
 sessions command runs, which only keeps them out of the ``weft-mcp serve`` supervisor; metrics need no
@@ -14,14 +14,8 @@ import asyncio
 import sys
 from typing import Any
 
+from service.cart_admin import EXIT_REDIS_FAILED, EXIT_USAGE, CartAdmin, parse_age
 from service.config import Settings, settings_error_line
-
-# Exit codes (README, Operating): one meaning each, so a script can tell them apart.
-EXIT_DONE = 0
-EXIT_NOT_FOUND = 1  # show / purge of an id that has no cart
-EXIT_USAGE = 2  # bad arguments or settings (argparse exits 2 too)
-EXIT_REDIS_FAILED = 3
-EXIT_NOT_CONFIRMED = 4  # a delete nobody confirmed: nothing was deleted
 
 NO_REDIS = (
     "weft-mcp sessions: set WEFT_REDIS_URL (for example redis://127.0.0.1:6379/0) or WEFT_REDIS_SENTINELS: "
@@ -66,8 +60,6 @@ def run_sessions(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     older_than = None
     if args.action == "purge-idle":
-        from service.operator import parse_age
-
         try:
             older_than = parse_age(args.older_than)
         except ValueError as exc:
@@ -76,102 +68,28 @@ def run_sessions(args: argparse.Namespace) -> int:
     return asyncio.run(_run(args, settings, older_than))
 
 
-def _confirm(question: str, args: argparse.Namespace) -> bool:
-    """``--yes``, or a "y" typed at a terminal; with no terminal to ask, refuse rather than guess."""
-    if args.yes:
-        return True
-    if not sys.stdin.isatty():
-        print(f"{question} Not deleting: no terminal to confirm on; pass --yes.", file=sys.stderr)
-        return False
-    print(f"{question} [y/N] ", end="", file=sys.stderr, flush=True)
-    return sys.stdin.readline().strip().lower() in ("y", "yes")
-
-
 async def _run(args: argparse.Namespace, settings: Settings, older_than: int | None) -> int:
     from redis.exceptions import RedisError
 
     from service.carts import CartStorageError, CartStore
-    from service.operator import Progress, SessionsAdmin, as_json, format_age
     from service.storage_faults import diagnose
 
     store = CartStore.from_settings(settings)
-    admin = SessionsAdmin(store)
-    out = sys.stdout
-
-    def emit(data: Any, text: str) -> None:
-        out.write((as_json(data) if args.json else text) + "\n")
-
-    def report_damaged() -> str:
-        """Each damaged key the sweep skipped, on stderr; returns a note for the summary line."""
-        damage = admin.last_damage
-        for key in damage.damaged_keys:
-            print(f"weft-mcp sessions: skipped damaged key {key}: {damage.reasons[key]}", file=sys.stderr)
-        if damage.damaged > len(damage.damaged_keys):
-            print(f"weft-mcp sessions: ... and {damage.damaged - len(damage.damaged_keys)} more", file=sys.stderr)
-        if not damage.damaged:
-            return ""
-        return f"; {damage.damaged} damaged key(s) skipped (weft-mcp sessions purge <id> removes one)"
-
+    admin = CartAdmin(store, json_output=args.json, assume_yes=getattr(args, "yes", False))
     try:
         if args.action == "count":
-            counted = await admin.count(Progress("counting"))
-            note = report_damaged()
-            emit(counted, f"{counted.carts} cart(s) under {store.cart_pattern}{note}")
-        elif args.action == "list":
-            carts = await admin.list(args.limit)
-            note = report_damaged()
-            if args.json:
-                out.write(as_json(carts) + "\n")
-            else:
-                out.write(f"{'session key':<40} {'lines':>5} {'idle':>6}\n")
-                for cart in carts:
-                    out.write(f"{cart.session_key:<40} {cart.lines:>5} {format_age(cart.idle_seconds):>6}\n")
-                out.write(f"{len(carts)} cart(s) shown (SCAN order; --limit {args.limit}){note}\n")
-        elif args.action == "show":
-            detail = await admin.show(args.session_id)
-            if args.json:
-                out.write(as_json(detail) + "\n")
-            elif not detail.exists:
-                out.write(f"no cart for that id (key {detail.key})\n")
-            else:
-                ttl = "no expiry" if detail.ttl_seconds is None else f"expires in {detail.ttl_seconds} s"
-                damaged = f", DAMAGED: {detail.damaged} (purge removes it)" if detail.damaged else ""
-                out.write(f"{detail.key}: {len(detail.lines)} line(s), idle {format_age(detail.idle_seconds)}, "
-                          f"{ttl}{damaged}\n")  # fmt: skip
-                for line in detail.lines:
-                    out.write(f"- {line.get('quantity', '?')} x {line.get('name', '?')} [{line['product_id']}] "
-                              f"@ {line.get('price', '?')}\n")  # fmt: skip
-            return EXIT_DONE if detail.exists else EXIT_NOT_FOUND
-        elif args.action == "purge":
-            detail = await admin.show(args.session_id)
-            if not detail.exists:
-                emit({"key": detail.key, "deleted": False}, f"no cart to delete (key {detail.key})")
-                return EXIT_NOT_FOUND
-            what = f"damaged: {detail.damaged}" if detail.damaged else f"{len(detail.lines)} line(s)"
-            if not _confirm(f"Delete {detail.key} ({what})?", args):
-                return EXIT_NOT_CONFIRMED
-            key, deleted = await admin.purge(args.session_id)
-            emit({"key": key, "deleted": deleted}, f"deleted {key}")
-        elif args.action == "purge-idle":
-            assert older_than is not None
-            if args.dry_run or not args.yes:
-                report = await admin.purge_idle(older_than, dry_run=True, progress=Progress("checking"))
-                if args.dry_run or report.idle == 0:
-                    note = report_damaged()
-                    idle = f"{report.idle} of {report.scanned} cart(s) idle for more than {args.older_than}"
-                    emit(report, idle + note)
-                    return EXIT_DONE
-                question = f"Delete {report.idle} cart(s) idle for more than {args.older_than}?"
-                if not _confirm(question, args):
-                    return EXIT_NOT_CONFIRMED
-            report = await admin.purge_idle(older_than, progress=Progress("purging"))
-            note = report_damaged()
-            emit(report, f"deleted {report.deleted} of {report.scanned} cart(s) idle for more than "
-                         f"{args.older_than}{note}")  # fmt: skip
+            return await admin.count()
+        if args.action == "list":
+            return await admin.list(args.limit)
+        if args.action == "show":
+            return await admin.show(args.session_id)
+        if args.action == "purge":
+            return await admin.purge(args.session_id)
+        assert older_than is not None  # purge-idle: parsed before any connection
+        return await admin.purge_idle(older_than, args.older_than, dry_run=args.dry_run)
     except (CartStorageError, RedisError) as exc:  # neither the URL nor redis-py's words: they may hold a password
         reason = str(exc) if isinstance(exc, CartStorageError) else diagnose(exc).reason
         print(f"weft-mcp sessions: Redis (WEFT_REDIS_URL) failed: {reason}", file=sys.stderr)
         return EXIT_REDIS_FAILED
     finally:
         await store.aclose()
-    return EXIT_DONE

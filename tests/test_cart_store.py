@@ -624,3 +624,222 @@ async def test_a_failed_count_is_not_kept(store: CartStore) -> None:
     with pytest.raises(CartStorageError):
         await store.counted_carts()
     assert (await store.counted_carts()).carts == 1
+
+
+# 15. The operator's reads and purges (``weft-mcp sessions``): every read leaves stamps and TTLs alone
+
+NOW = 2_000_000_000
+DAY = 86400
+
+
+async def stamp(store: CartStore, session: str, when: int | str) -> None:
+    await store.client.hset(store.cart_key(session), LAST_ACCESSED_FIELD, str(when))
+
+
+async def plant_damage(store: CartStore) -> dict[str, str]:
+    """Three damaged keys of the cart shape (a string, a list, a cart with an unreadable stamp) -> reasons."""
+    await store.client.set(store.cart_key("str"), "not a cart")
+    await store.client.rpush(store.cart_key("lst"), "a", "b")
+    await add(store, "a", session="bad-stamp")
+    await add(store, "b", session="bad-stamp")
+    await stamp(store, "bad-stamp", "yesterday")
+    return {
+        store.cart_key("str"): "not a hash but a string",
+        store.cart_key("lst"): "not a hash but a list",
+        store.cart_key("bad-stamp"): "unreadable _last_accessed (not Unix seconds)",
+    }
+
+
+async def snapshot(store: CartStore) -> dict[str, Any]:
+    """Every key under the store's prefix with its type, value and TTL: to prove a read changed nothing."""
+    state: dict[str, Any] = {}
+    async for key in store.client.scan_iter(match=f"{store.key_prefix}*"):
+        kind = await store.client.type(key)
+        value = await store.client.hgetall(key) if kind == "hash" else await store.client.dump(key)
+        state[key] = (kind, value, await store.client.ttl(key))
+    return state
+
+
+async def test_session_key_of_inverts_cart_key(store: CartStore, key_prefix: str) -> None:
+    for session in ("s1", "h-" + "0" * 32, "chat:with:colons", "ü"):
+        assert store.session_key_of(store.cart_key(session)) == session
+    for foreign in (f"{key_prefix}-other:cart:{{s1}}", f"{key_prefix}:cart:loose", f"{key_prefix}:cart:{{a}}:tail"):
+        assert store.session_key_of(foreign) == foreign  # not of this store's cart shape: as it is
+
+
+async def test_count_with_damage_counts_carts_and_names_damaged_keys(store: CartStore, key_prefix: str) -> None:
+    for session in ("c1", "c2"):
+        await add(store, "a", session=session)
+    damaged = await plant_damage(store)
+    other = CartStore(store.client, backend=store.backend, key_prefix=f"{key_prefix}:cart:eu")
+    await other.client.set(other.cart_key("foreign"), "x")  # another deployment's damage is not ours
+    before = await snapshot(store)
+    seen: list[tuple[int, int | None]] = []
+
+    report = await store.count_with_damage(lambda scanned, done: seen.append((scanned, done)))
+    assert report.carts == 2
+    assert report.damage.damaged == 3 and set(report.damage.damaged_keys) == set(damaged)
+    assert report.damage.reasons == damaged
+    assert seen == [(5, None)]  # one batch: every key of the cart shape was scanned
+    assert await snapshot(store) == before
+
+
+async def test_list_carts_gives_line_counts_and_idle_ages(store: CartStore) -> None:
+    for lines, session in enumerate(("one", "two", "three"), start=1):
+        for index in range(lines):
+            await add(store, f"p{index}", session=session)
+        await stamp(store, session, NOW - lines * DAY)
+    await add(store, "a", session="no-stamp")
+    await store.client.hdel(store.cart_key("no-stamp"), LAST_ACCESSED_FIELD)
+    damaged = await plant_damage(store)
+    before = await snapshot(store)
+
+    listing = await store.list_carts(10, now=NOW)
+    rows = {cart.session_key: (cart.key, cart.lines, cart.last_accessed, cart.idle_seconds) for cart in listing.carts}
+    assert rows == {
+        "one": (store.cart_key("one"), 1, NOW - DAY, DAY),
+        "two": (store.cart_key("two"), 2, NOW - 2 * DAY, 2 * DAY),
+        "three": (store.cart_key("three"), 3, NOW - 3 * DAY, 3 * DAY),
+        "no-stamp": (store.cart_key("no-stamp"), 1, None, None),
+    }
+    assert listing.damage.reasons == damaged
+    assert len((await store.list_carts(2, now=NOW)).carts) == 2
+    earlier = await store.list_carts(10, now=NOW - 10 * DAY)  # every stamp "in the future": idle 0, never negative
+    assert {cart.idle_seconds for cart in earlier.carts} == {0, None}
+    assert await snapshot(store) == before
+
+
+async def test_cart_detail_shows_ttl_stamp_lines_and_damage(make_store: StoreFactory) -> None:
+    store = make_store(ttl_seconds=1000)
+    await store.add("full", "b", 2, HEBREW_NAME, PRICE)
+    await store.add("full", "a", 1, "Apricot jam", Decimal("10.5"))
+    await store.client.hset(store.cart_key("full"), "z-broken", "not json")
+    await stamp(store, "full", NOW - 90)
+    before = await snapshot(store)
+
+    detail = await store.cart_detail("full", now=NOW)
+    assert (detail.session_key, detail.key, detail.exists) == ("full", store.cart_key("full"), True)
+    assert 990 <= (detail.ttl_seconds or 0) <= 1000
+    assert (detail.last_accessed, detail.idle_seconds, detail.damaged) == (NOW - 90, 90, None)
+    assert detail.lines == [
+        {"product_id": "a", "quantity": 1, "name": "Apricot jam", "price": "10.50"},
+        {"product_id": "b", "quantity": 2, "name": HEBREW_NAME, "price": "24.40"},
+        {"product_id": "z-broken", "raw": "not json"},
+    ]
+    assert await snapshot(store) == before  # no stamp, no TTL refresh
+
+    absent = await store.cart_detail("nobody", now=NOW)
+    assert (absent.exists, absent.ttl_seconds, absent.lines, absent.damaged) == (False, None, [], None)
+    await plant_damage(store)
+    text = await store.cart_detail("str", now=NOW)
+    assert (text.exists, text.ttl_seconds, text.damaged, text.lines) == (True, None, "not a hash but a string", [])
+    bad = await store.cart_detail("bad-stamp", now=NOW)
+    assert bad.damaged == "unreadable _last_accessed (not Unix seconds)" and len(bad.lines) == 2
+    assert (bad.last_accessed, bad.idle_seconds) == (None, None)
+
+
+async def test_delete_cart_removes_one_cart_damaged_or_not(store: CartStore) -> None:
+    await add(store, "a", session="keep")
+    await add(store, "a", session="gone")
+    await plant_damage(store)
+    assert await store.delete_cart("gone") is True
+    assert await store.delete_cart("gone") is False
+    assert await store.delete_cart("str") is True and await store.delete_cart("bad-stamp") is True
+    assert await store.delete_cart("nobody") is False
+    assert await store.count_carts() == 2  # "keep" and the list, which nobody deleted
+    assert quantities(await store.view("keep")) == {"a": 1}
+
+
+async def test_purge_idle_deletes_only_carts_idle_past_the_age(store: CartStore) -> None:
+    ages = {"old-1": 30 * DAY, "old-2": 8 * DAY, "edge": 7 * DAY, "fresh": DAY, "future": -DAY}
+    for session, age in ages.items():
+        await add(store, "a", session=session)
+        await stamp(store, session, NOW - age)
+    await add(store, "a", session="no-stamp")
+    await store.client.hdel(store.cart_key("no-stamp"), LAST_ACCESSED_FIELD)
+    damaged = await plant_damage(store)
+    before = await snapshot(store)
+
+    dry = await store.purge_idle(7 * DAY, dry_run=True, now=NOW)
+    assert (dry.scanned, dry.idle, dry.deleted, dry.dry_run) == (9, 2, 0, True)
+    assert dry.damage.reasons == damaged
+    assert await snapshot(store) == before  # a dry run changes nothing
+
+    seen: list[tuple[int, int | None]] = []
+    report = await store.purge_idle(7 * DAY, now=NOW, on_batch=lambda scanned, done: seen.append((scanned, done)))
+    assert (report.scanned, report.idle, report.deleted, report.dry_run) == (9, 2, 2, False)
+    assert report.damage.reasons == damaged and seen == [(9, 2)]
+    after = await snapshot(store)
+    assert set(before) - set(after) == {store.cart_key("old-1"), store.cart_key("old-2")}
+    assert all(after[key] == before[key] for key in after)  # survivors untouched, damaged keys included
+
+
+async def test_purge_idle_keeps_a_cart_used_after_the_sweep_read_it(
+    store: CartStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The delete re-checks the stamp inside Redis: a chat that came back between read and delete keeps its cart."""
+    for session in ("comes-back", "stays-away"):
+        await add(store, "a", session=session)
+        await stamp(store, session, int(time.time()) - 30 * DAY)
+    inspect = store._inspect
+
+    async def inspect_then_use_the_cart(keys: list[str]) -> Any:
+        states = await inspect(keys)
+        await store.view("comes-back")  # a real access stamps it now
+        return states
+
+    monkeypatch.setattr(store, "_inspect", inspect_then_use_the_cart)
+    report = await store.purge_idle(7 * DAY, now=int(time.time()))
+    assert (report.idle, report.deleted) == (2, 1)
+    assert quantities(await store.view("comes-back")) == {"a": 1}
+    assert await exists(store, "stays-away") == 0
+
+
+async def test_purge_idle_across_scan_batches_survives_lost_scripts(
+    store: CartStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More carts than one SCAN batch, and the server forgets its scripts mid-sweep (restart, failover,
+    SCRIPT FLUSH): the NOSCRIPT replies reload the script and resend, and every idle cart goes."""
+    if store.backend == "redis" and os.environ.get("WEFT_TEST_REDIS_URL"):
+        pytest.skip("SCRIPT FLUSH is server-wide; not run against a shared WEFT_TEST_REDIS_URL server")
+    total = SCAN_COUNT + 200
+    line = {"a": '{"q":1,"n":"x","p":"1.00"}', LAST_ACCESSED_FIELD: str(NOW - 30 * DAY)}
+    async with store.client.pipeline(transaction=False) as pipe:
+        for i in range(total):
+            pipe.hset(store.cart_key(f"bulk-{i}"), mapping=line)
+        await pipe.execute()
+    inspect = store._inspect
+
+    async def inspect_then_forget_scripts(keys: list[str]) -> Any:
+        states = await inspect(keys)
+        await store.client.script_flush()  # the purge of this batch and the next batch's read meet NOSCRIPT
+        return states
+
+    monkeypatch.setattr(store, "_inspect", inspect_then_forget_scripts)
+    seen: list[tuple[int, int | None]] = []
+    report = await store.purge_idle(7 * DAY, now=NOW, on_batch=lambda scanned, done: seen.append((scanned, done)))
+    assert (report.scanned, report.idle, report.deleted) == (total, total, total)
+    assert len(seen) >= 2 and seen[-1] == (total, total)
+    assert await store.count_carts() == 0
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("backend", ["redis"])
+async def test_sweeps_call_their_scripts_by_sha(store: CartStore, request: pytest.FixtureRequest) -> None:
+    """Counting, listing and purging send EVALSHA (the scripts are class constants loaded once), never EVAL."""
+    if os.environ.get("WEFT_TEST_REDIS_URL"):
+        pytest.skip("CONFIG RESETSTAT is server-wide; not run against a shared WEFT_TEST_REDIS_URL server")
+    for session in ("s1", "s2", "s3"):
+        await add(store, "a", session=session)
+        await stamp(store, session, NOW - 30 * DAY)
+    admin = redis.Redis.from_url(request.getfixturevalue("redis_url"))
+    try:
+        admin.config_resetstat()
+        await store.count_with_damage()
+        await store.list_carts(10)
+        assert (await store.purge_idle(7 * DAY, now=NOW)).deleted == 3
+        stats = _commandstats(admin)
+        assert "cmdstat_eval" not in stats, stats
+        assert int(stats["cmdstat_evalsha"]["calls"]) == 3 + 3 + 3 + 3  # count, list, purge's read, purge's delete
+    finally:
+        admin.close()

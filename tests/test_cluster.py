@@ -3,15 +3,23 @@
 ``weft-mcp serve`` with ``WEFT_REDIS_CLUSTER=true`` and a URL naming one node: carts land on
 several primaries (each cart's hash tag keeps its script in one slot) and ``debug_session``
 counts every primary's carts (redis-py's asyncio ``RedisCluster.scan_iter`` scans each primary).
+``weft-mcp sessions`` sweeps every primary too, its pipelined scripts called by SHA on each key's node.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import shutil
+import time
+from decimal import Decimal
+from typing import Any
 
 import httpx
 import pytest
 
+from service.carts import SCAN_COUNT, CartStore
+from service.cli import main
 from tests.redis_server import RedisCluster
 from tests.serve_process import ServeProcess, call_tool
 
@@ -59,3 +67,74 @@ def test_carts_spread_over_primaries_and_are_counted_across_all(cluster: RedisCl
     print(f"carts per primary: {per_primary}")
     assert sum(per_primary) == CONVERSATIONS
     assert sum(1 for count in per_primary if count) >= 2  # no single node holds every cart
+
+
+def test_sessions_commands_sweep_every_primary(
+    cluster: RedisCluster, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """count, list and purge-idle on a cluster: carts on every primary, the idle half deleted, the rest kept."""
+    monkeypatch.chdir("/")
+    for name, value in {"WEFT_REDIS_CLUSTER": "true", "WEFT_REDIS_URL": cluster.url, "WEFT_KEY_PREFIX": "ops"}.items():
+        monkeypatch.setenv(name, value)
+
+    async def fill() -> None:
+        store = CartStore.connect(cluster.url, cluster=True, key_prefix="ops")
+        try:
+            for index in range(40):
+                await store.add(f"ops-{index}", "demo:i1", index % 3 + 1, "Oats", Decimal("9.90"))
+                if index % 2:
+                    await store.client.hset(store.cart_key(f"ops-{index}"), "_last_accessed", int(time.time()) - 864000)
+        finally:
+            await store.aclose()
+
+    asyncio.run(fill())
+
+    def run(*args: str) -> tuple[int, Any]:
+        code = main(["sessions", *args, "--json"])
+        return code, json.loads(capsys.readouterr().out)
+
+    assert run("count") == (0, {"carts": 40, "damaged": 0, "damaged_keys": []})
+    code, listed = run("list", "--limit", "100")
+    assert code == 0 and sorted(row["session_key"] for row in listed) == sorted(f"ops-{i}" for i in range(40))
+    assert {row["session_key"]: row["lines"] for row in listed}["ops-5"] == 1
+    code, dry = run("purge-idle", "--older-than", "7d", "--dry-run")
+    assert code == 0 and (dry["scanned"], dry["idle"], dry["deleted"]) == (40, 20, 0)
+    for client in cluster.primaries():  # the servers forget every script: the sweep loads them again
+        with client:
+            client.script_flush()
+    code, report = run("purge-idle", "--older-than", "7d", "--yes")
+    assert code == 0 and (report["scanned"], report["idle"], report["deleted"]) == (40, 20, 20)
+    assert run("count")[1]["carts"] == 20
+    code, shown = run("show", "ops-1")
+    assert code == 1 and shown["exists"] is False
+    assert run("show", "ops-2")[1]["lines"][0]["quantity"] == 3
+
+
+def test_purge_idle_on_a_cluster_survives_scripts_lost_mid_sweep(
+    cluster: RedisCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More carts than one SCAN batch; every primary flushes its scripts after the first batch is read."""
+    total = SCAN_COUNT + 200
+    cart = {"a": '{"q":1,"n":"x","p":"1.00"}', "_last_accessed": str(int(time.time()) - 864000)}
+
+    async def scenario() -> tuple[int, int, int]:
+        store = CartStore.connect(cluster.url, cluster=True, key_prefix="lost")
+        try:
+            pipe = store.client.pipeline(transaction=False)
+            for index in range(total):
+                pipe.hset(store.cart_key(f"bulk-{index}"), mapping=cart)
+            await pipe.execute()
+            inspect = store._inspect
+
+            async def inspect_then_forget_scripts(keys: list[str]) -> Any:
+                states = await inspect(keys)
+                await store.client.script_flush()  # every primary
+                return states
+
+            monkeypatch.setattr(store, "_inspect", inspect_then_forget_scripts)
+            report = await store.purge_idle(7 * 86400)
+            return report.idle, report.deleted, await store.count_carts()
+        finally:
+            await store.aclose()
+
+    assert asyncio.run(scenario()) == (total, total, 0)

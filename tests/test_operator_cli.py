@@ -10,9 +10,9 @@ from decimal import Decimal
 import pytest
 import redis
 
+from service.cart_admin import Progress, parse_age
 from service.carts import CartStore
 from service.cli import main
-from service.operator import Progress, parse_age
 from service.sessions import session_key
 
 pytestmark = pytest.mark.redis
