@@ -12,8 +12,9 @@ import shutil
 import httpx
 import pytest
 
+from harness.processes import ServeProcess
+from tests.jsonrpc import call_tool
 from tests.redis_server import RedisCluster
-from tests.serve_process import ServeProcess, call_tool
 
 pytestmark = [
     pytest.mark.e2e,
