@@ -18,8 +18,9 @@ from typing import Any
 import redis
 
 from bench.load import Connection, median, percentile, tool_call
-from bench.procs import REPO, RedisServer, pin, unpin, weft_server
+from bench.procs import bench_redis, redis_config, unpin, weft_server
 from bench.throughput import demo_products
+from harness.processes import REPO, pin
 from service.carts import CartStore, cart_key, line_value_tail
 from service.catalog import load_catalog, load_products_file
 
@@ -51,7 +52,7 @@ def commands_per_call(calls: int) -> dict[str, float]:
         ("view_cart (empty cart)", "view_cart", {}),
         ("clear_cart", "clear_cart", {}),
     ]
-    with RedisServer(shipped=True) as redis_server:
+    with bench_redis(shipped=True) as redis_server:
         weft = weft_server(redis_server.url).start()
         try:
             # Steady state: a worker's first call of each script also loads it (EVALSHA, NOSCRIPT,
@@ -132,7 +133,7 @@ class CartBytes:
 
 def bytes_per_cart(carts: int, shipped: bool) -> CartBytes:
     products = product_names()
-    with RedisServer(shipped=shipped) as redis_server:
+    with bench_redis(shipped=shipped) as redis_server:
         client = redis_server.client()
         before = int(client.info("memory")["used_memory"])
         fill_carts(client, carts, 3, products)
@@ -144,7 +145,7 @@ def bytes_per_cart(carts: int, shipped: bool) -> CartBytes:
             encoding = client.object("encoding", key)
             encodings[encoding] = encodings.get(encoding, 0) + 1
         client.close()
-        return CartBytes(redis_server.config_source, median(usage), (after - before) / carts, encodings)
+        return CartBytes(redis_config(shipped)[1], median(usage), (after - before) / carts, encodings)
 
 
 def longest_line_value(products: list[tuple[str, str, Decimal]]) -> int:
@@ -207,7 +208,7 @@ def _favoured() -> None:
 def count_under_load(sizes: list[int]) -> list[CountResult]:
     """Redis on CPU 0, the counting client on CPU 1, a probe client timing HGETs before and during the sweep."""
     results = []
-    with RedisServer(shipped=True, cpu=0) as redis_server:
+    with bench_redis(shipped=True, cpu=0) as redis_server:
         client = redis_server.client()
         loaded = 0
         pin(0, 1)

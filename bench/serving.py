@@ -18,8 +18,9 @@ from pathlib import Path
 import httpx
 
 from bench.load import median, percentile, tool_call
-from bench.procs import HttpServer, RedisServer, weft_server
+from bench.procs import bench_redis, weft_server
 from bench.search import hostile_queries, real_catalog, synthetic_catalog, synthetic_records
+from harness.processes import HttpProcess
 from service.catalog import load_catalog
 
 
@@ -43,7 +44,7 @@ def children(pid: int) -> list[int]:
     return [int(p) for p in out.split()]
 
 
-def worker_pids(server: HttpServer) -> list[int]:
+def worker_pids(server: HttpProcess) -> list[int]:
     """uvicorn's worker processes (children running Python that are not multiprocessing's helpers)."""
     assert server.process is not None
     found = []
@@ -77,8 +78,8 @@ def serve_memory(size: int, workers: int, redis_url: str) -> MemoryResult:
 
 
 def _rss_of(workers: int, redis_url: str, env: dict[str, str]) -> tuple[float, float]:
-    server = weft_server(redis_url, extra_env={"WEFT_WORKERS": str(workers), "WEFT_LOG_LEVEL": "WARNING", **env})
-    server.start(timeout=300)
+    settings = {"WEFT_WORKERS": str(workers), "WEFT_LOG_LEVEL": "WARNING", **env}
+    server = weft_server(redis_url, extra_env=settings, startup_timeout=300).start()
     try:
         assert server.process is not None
         deadline = time.monotonic() + 300
@@ -92,7 +93,7 @@ def _rss_of(workers: int, redis_url: str, env: dict[str, str]) -> tuple[float, f
         server.stop()
 
 
-def _wait_all_ready(server: HttpServer, workers: int) -> None:
+def _wait_all_ready(server: HttpProcess, workers: int) -> None:
     """Every process has finished loading: its RSS stopped growing (two readings 1 s apart within 1 %)."""
     assert server.process is not None
     pids = [server.process.pid, *(worker_pids(server) if workers > 1 else [])]
@@ -123,8 +124,8 @@ def healthz_during_hostile(size: int, concurrent: int, redis_url: str) -> Health
     server = None
     try:
         stores = write_store(size, root)
-        server = weft_server(redis_url, extra_env={"WEFT_STORES_DIR": str(stores), "WEFT_LOG_LEVEL": "WARNING"})
-        server.start(timeout=300)
+        settings = {"WEFT_STORES_DIR": str(stores), "WEFT_LOG_LEVEL": "WARNING"}
+        server = weft_server(redis_url, extra_env=settings, startup_timeout=300).start()
         queries = hostile_queries(synthetic_catalog(min(size, 2000), real_catalog() or load_catalog(None)))
         return asyncio.run(_probe(server, queries, concurrent, size))
     finally:
@@ -133,7 +134,7 @@ def healthz_during_hostile(size: int, concurrent: int, redis_url: str) -> Health
         shutil.rmtree(root, ignore_errors=True)
 
 
-async def _probe(server: HttpServer, queries: list[str], concurrent: int, size: int) -> HealthResult:
+async def _probe(server: HttpProcess, queries: list[str], concurrent: int, size: int) -> HealthResult:
     async with httpx.AsyncClient(timeout=120) as client:
         idle = [await _healthz(client, server) for _ in range(20)]
         stop = asyncio.Event()
@@ -164,17 +165,17 @@ async def _probe(server: HttpServer, queries: list[str], concurrent: int, size: 
                         percentile(probes, 0.99) * 1000, max(probes) * 1000, max(idle) * 1000)  # fmt: skip
 
 
-async def _healthz(client: httpx.AsyncClient, server: HttpServer) -> float:
+async def _healthz(client: httpx.AsyncClient, server: HttpProcess) -> float:
     started = time.perf_counter()
-    (await client.get(f"http://127.0.0.1:{server.port}/healthz")).raise_for_status()
+    (await client.get(f"{server.url}/healthz")).raise_for_status()
     return time.perf_counter() - started
 
 
 def run_memory(sizes: tuple[int, ...]) -> list[MemoryResult]:
-    with RedisServer(cpu=0) as redis_server:
+    with bench_redis(cpu=0) as redis_server:
         return [serve_memory(size, workers, redis_server.url) for size in sizes for workers in (1, 2)]
 
 
 def run_health(size: int, concurrent: int) -> HealthResult:
-    with RedisServer(cpu=0) as redis_server:
+    with bench_redis(cpu=0) as redis_server:
         return healthz_during_hostile(size, concurrent, redis_server.url)

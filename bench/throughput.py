@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.load import RoundResult, median, run_round, tool_call
-from bench.procs import RedisServer, noop_server, pin, weft_server
+from bench.procs import bench_redis, noop_server, weft_server
+from harness.processes import pin
 from service.catalog import load_catalog
 
 TARGETS = ("noop floor", "add_to_cart", "view_cart")
@@ -64,7 +65,7 @@ def measure(rounds: int, seconds: float, concurrency: int) -> list[Throughput]:
     pin(0, 0)
     results: dict[str, list[RoundResult]] = {t: [] for t in TARGETS}
     products = demo_products()
-    with RedisServer(shipped=True, cpu=0) as redis_server:
+    with bench_redis(shipped=True, cpu=0) as redis_server:
         weft, floor = weft_server(redis_server.url, cpu=1), noop_server(cpu=1)
         try:
             weft.start()

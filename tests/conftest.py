@@ -1,4 +1,10 @@
-"""Shared fixtures: a real Redis (found, started, or skipped with the reason) and store folders."""
+"""Shared fixtures: a real Redis (found, started, or skipped with the reason) and store folders.
+
+Markers mean what they say: a test that starts a redis-server (or uses ``redis_url``) is marked
+``redis``, one that starts ``weft-mcp serve`` or nginx is marked ``e2e``. Each test runs with
+``HARNESS_MAY_START`` set to its own markers, so ``harness.processes`` refuses (and the test fails)
+when one is missing; ``pytest -m "not e2e and not redis"`` therefore starts no server.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +17,35 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.redis_server import RedisProcess
+from harness.processes import MAY_START, RedisProcess
 
 SHARED_CATALOG = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "nitzat-haduvdevan-products.json"
+
+
+SERVER_MARKERS = ("redis", "e2e")
+REDIS_FIXTURES = {"redis_url", "redis_client", "private_redis"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that uses a real Redis through a fixture must be marked ``redis``, even where an earlier
+    test already started the session's server (the start-time check would not see it then)."""
+    unmarked = [
+        item.nodeid
+        for item in items
+        if REDIS_FIXTURES & set(getattr(item, "fixturenames", ())) and item.get_closest_marker("redis") is None
+    ]
+    if unmarked:
+        raise pytest.UsageError("tests that use a real Redis but are not marked redis: " + ", ".join(unmarked))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """The processes this test may start (harness.processes.check_may_start): those its markers name."""
+    os.environ[MAY_START] = ",".join(name for name in SERVER_MARKERS if item.get_closest_marker(name))
+
+
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    os.environ.pop(MAY_START, None)  # fixtures of wider scope stop (never start) after the last test
 
 
 def _docker_answers() -> bool:

@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
-import tempfile
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
-import httpx
-
-from tests.redis_server import free_port
+from harness.processes import HttpProcess
 
 NGINX_CONF = Path(__file__).resolve().parents[1] / "deploy" / "nginx.conf"
 
@@ -42,55 +38,20 @@ def render(upstreams: Sequence[str], port: int, prefix: Path) -> str:
     return text.replace("http {\n", "http {\n" + temp_paths, 1)
 
 
-@dataclass
-class NginxProcess:
-    upstreams: Sequence[str]
-    port: int = field(default_factory=free_port)
-    prefix: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="weft-nginx-")))
-    process: subprocess.Popen[bytes] | None = None
+@dataclass(kw_only=True)
+class NginxProcess(HttpProcess):
+    """deploy/nginx.conf in a real nginx on 127.0.0.1:``port``, ready once ``/lb-health`` answers."""
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    health_path: ClassVar[str] = "/lb-health"
+    upstreams: Sequence[str]
+    startup_timeout: float = 10.0
 
     @property
     def access_log(self) -> Path:
-        return self.prefix / "access.log"
+        return self.workdir / "access.log"
 
     def command(self, *extra: str) -> list[str]:
-        conf = self.prefix / "nginx.conf"
-        conf.write_text(render(self.upstreams, self.port, self.prefix))
-        return [nginx_binary() or "nginx", "-p", str(self.prefix), "-c", str(conf),
-                "-g", f"daemon off; pid {self.prefix / 'nginx.pid'};", *extra]  # fmt: skip
-
-    def start(self, timeout: float = 10.0) -> NginxProcess:
-        self.process = subprocess.Popen(self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"nginx exited: {self.process.stderr.read().decode() if self.process.stderr else ''}"
-                )
-            try:
-                if httpx.get(f"{self.url}/lb-health", timeout=0.5).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                time.sleep(0.05)
-        self.stop()
-        raise TimeoutError("nginx did not answer /lb-health")
-
-    def stop(self) -> None:
-        process, self.process = self.process, None
-        if process is not None and process.poll() is None:
-            process.terminate()  # fast shutdown
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-    def __enter__(self) -> NginxProcess:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
+        conf = self.workdir / "nginx.conf"
+        conf.write_text(render(self.upstreams, self.port, self.workdir))
+        daemon_off = f"daemon off; pid {self.workdir / 'nginx.pid'};"
+        return [nginx_binary() or "nginx", "-p", str(self.workdir), "-c", str(conf), "-g", daemon_off, *extra]

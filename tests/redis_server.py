@@ -1,88 +1,28 @@
-"""Start and stop private ``redis-server`` processes on free loopback ports for tests."""
+"""Redis topologies for tests, built from ``harness.processes.RedisProcess``: a cluster, a Sentinel set."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
+import pytest
 import redis
 
-
-def answers_ping(port: int, timeout: float) -> bool:
-    """Whether a Redis (or Sentinel) on ``port`` answers PING before ``timeout`` seconds pass."""
-    deadline = time.monotonic() + timeout
-    client = redis.Redis(port=port, socket_connect_timeout=0.2)
-    try:
-        while time.monotonic() < deadline:
-            try:
-                if client.ping():
-                    return True
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        return False
-    finally:
-        client.close()
+from harness.processes import RedisProcess, free_port
 
 
-def terminate(process: subprocess.Popen[bytes] | None) -> None:
-    """SIGTERM, then SIGKILL after 5 s: a test never leaves a server behind."""
-    if process is not None and process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@dataclass
-class RedisProcess:
-    """One ``redis-server`` that keeps nothing on disk unless extra args say so."""
-
-    port: int = field(default_factory=free_port)
-    extra_args: tuple[str, ...] = ()
-    process: subprocess.Popen[bytes] | None = None
-    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="weft-redis-")))
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self, timeout: float = 10.0) -> RedisProcess:
-        executable = shutil.which("redis-server")
-        if executable is None:
-            raise FileNotFoundError("redis-server is not installed")
-        self.process = subprocess.Popen(
-            [executable, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.workdir), *self.extra_args],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        if not answers_ping(self.port, timeout):
-            self.stop()
-            raise TimeoutError(f"redis-server on port {self.port} did not answer within {timeout} s")
-        return self
-
-    def stop(self) -> None:
-        terminate(self.process)
-        self.process = None
-
-    def kill(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait()
-            self.process = None
+def require_redis_server(why: str = "") -> None:
+    """Skip when ``redis-server`` is missing, or fail under ``WEFT_TEST_REQUIRE_REDIS=1`` (CI never skips)."""
+    if shutil.which("redis-server") is not None:
+        return
+    needed = f" (needed {why})" if why else ""
+    if os.environ.get("WEFT_TEST_REQUIRE_REDIS") == "1":
+        pytest.fail(f"WEFT_TEST_REQUIRE_REDIS=1 but redis-server{needed} is not installed")
+    pytest.skip("redis-server is not installed")
 
 
 def free_cluster_port(limit: int = 55000) -> int:
@@ -137,46 +77,36 @@ class RedisCluster:
 
     @staticmethod
     def _state_ok(node: RedisProcess) -> bool:
-        with redis.Redis(port=node.port, decode_responses=True) as client:
+        with node.client() as client:
             return client.cluster("INFO").get("cluster_state") == "ok"
 
     def primaries(self) -> list[redis.Redis]:
         """A plain client per node (every node is a primary here), for checks behind the service's back."""
-        return [redis.Redis(port=node.port, decode_responses=True) for node in self.nodes]
+        return [node.client() for node in self.nodes]
 
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
 
 
-@dataclass
-class SentinelProcess:
+@dataclass(kw_only=True)
+class SentinelProcess(RedisProcess):
     """One ``redis-server <conf> --sentinel`` watching ``service`` at 127.0.0.1:``primary_port``."""
 
     primary_port: int
     service: str = "mymaster"
-    port: int = field(default_factory=free_port)
-    process: subprocess.Popen[bytes] | None = None
-    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="weft-sentinel-")))
 
-    def start(self, timeout: float = 10.0) -> SentinelProcess:
-        conf = self.workdir / "sentinel.conf"
-        conf.write_text(
-            f"port {self.port}\nbind 127.0.0.1\ndir {self.workdir}\nsentinel resolve-hostnames no\n"
+    def command(self) -> list[str]:
+        self.config_file = self.workdir / "sentinel.conf"  # sentinel rewrites it: one per process
+        self.config_file.write_text(
+            f"sentinel resolve-hostnames no\n"
             f"sentinel monitor {self.service} 127.0.0.1 {self.primary_port} 2\n"
             f"sentinel down-after-milliseconds {self.service} 1000\n"
             f"sentinel failover-timeout {self.service} 5000\n"
             f"sentinel parallel-syncs {self.service} 1\n"
         )
-        self.process = subprocess.Popen(
-            [shutil.which("redis-server") or "redis-server", str(conf), "--sentinel"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        if not answers_ping(self.port, timeout):
-            self.stop()
-            raise TimeoutError(f"sentinel on port {self.port} did not answer within {timeout} s")
-        return self
+        self.extra_args = ("--sentinel",)
+        return super().command()
 
     @property
     def address(self) -> str:
@@ -187,10 +117,6 @@ class SentinelProcess:
         with redis.Redis(port=self.port, decode_responses=True, socket_timeout=1) as client:
             answer = client.execute_command("SENTINEL", "get-master-addr-by-name", self.service)
         return int(answer[1]) if answer else None
-
-    def stop(self) -> None:
-        terminate(self.process)
-        self.process = None
 
 
 @dataclass
@@ -213,7 +139,7 @@ class SentinelSet:
             self.replica.extra_args = ("--replicaof", "127.0.0.1", str(self.primary.port))
             self.replica.start()
             deadline = time.monotonic() + timeout
-            with redis.Redis(port=self.primary.port, decode_responses=True) as client:
+            with self.primary.client() as client:
                 while client.info("replication").get("slave0", {}).get("state") != "online":
                     if time.monotonic() > deadline:
                         raise TimeoutError("the replica did not connect to the primary")

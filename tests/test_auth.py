@@ -30,11 +30,11 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from pydantic import ValidationError
 
+from harness.processes import ServeProcess, free_port
 from service.auth import JwtVerifier, TokensFileError, TokensFileVerifier, parse_tokens_file
 from service.config import Settings
 from service.sessions import scoped, session_key
-from tests.redis_server import free_port
-from tests.serve_process import JSON_HEADERS, ServeProcess, tool_call_message
+from tests.jsonrpc import JSON_HEADERS, tool_call_message
 
 OATS = "demo-market:i1702"
 ISSUER = "https://issuer.test"
@@ -271,6 +271,7 @@ def keys_under(client: redis.Redis, prefix: str) -> set[str]:
 
 
 @pytest.mark.e2e
+@pytest.mark.redis
 def test_tokens_file_over_http(redis_url: str, redis_client: redis.Redis, tmp_path: Path) -> None:
     tokens = tmp_path / "tokens"
     tokens.write_text(f"tok-alice alice\nsha256:{hashlib.sha256(b'tok-bob').hexdigest()} bob\n")
@@ -325,7 +326,7 @@ def test_tokens_file_over_http(redis_url: str, redis_client: redis.Redis, tmp_pa
 def test_unreadable_tokens_file_stops_the_start(tmp_path: Path) -> None:
     import subprocess
 
-    from tests.serve_process import serve_command, serve_env
+    from harness.processes import serve_command, serve_env
 
     completed = subprocess.run(
         serve_command(port=0),
@@ -343,6 +344,7 @@ def test_unreadable_tokens_file_stops_the_start(tmp_path: Path) -> None:
 
 
 @pytest.mark.e2e
+@pytest.mark.redis
 async def test_oauth_resource_server_over_http(issuer: Issuer, redis_url: str, redis_client: redis.Redis) -> None:
     port = free_port()
     audience = f"http://127.0.0.1:{port}/mcp"

@@ -12,6 +12,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.e2e
+@pytest.mark.redis
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="the bench starts its own redis-server")
 def test_bench_smoke_prints_every_figure() -> None:
     result = subprocess.run(

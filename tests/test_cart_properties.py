@@ -19,8 +19,9 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
+from harness.processes import ServeProcess
 from service.carts import CartRejected, CartStore
-from tests.serve_process import JSON_HEADERS, ServeProcess, add_calls, tool_call_message
+from tests.jsonrpc import JSON_HEADERS, add_calls, tool_call_message
 
 MAX_QUANTITY = 5
 MAX_LINES = 3
@@ -144,6 +145,7 @@ def test_cart_store_matches_a_dict_model_on_real_redis(redis_url: str) -> None:
 
 
 @pytest.mark.e2e
+@pytest.mark.redis
 def test_two_processes_of_sixteen_tasks_through_two_servers(redis_url: str) -> None:
     """Every task adds one unit at a time to the same cart line, through either server: the total is exact."""
     prefix = f"weft-prop-{uuid.uuid4().hex[:12]}"

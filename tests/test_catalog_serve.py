@@ -12,7 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.serve_process import JSON_HEADERS, ServeProcess, call_tool, serve_command, serve_env, tool_call_message
+from harness.processes import ServeProcess, serve_command, serve_env
+from tests.jsonrpc import JSON_HEADERS, call_tool, tool_call_message
 from tests.test_catalog import BAD_STORES, make_stores
 
 pytestmark = pytest.mark.e2e
@@ -81,6 +82,7 @@ def worker_pids(pid: int) -> list[int]:
     return [int(p) for p in found if b"resource_tracker" not in Path(f"/proc/{p}/cmdline").read_bytes()]
 
 
+@pytest.mark.redis
 def test_supervisor_does_not_hold_the_catalog(tmp_path: Path, redis_url: str, key_prefix: str) -> None:
     """With --workers 2 the supervisor's RSS stays far below a worker's, which holds the catalog."""
     stores = write_synthetic_store(tmp_path, 40_000)

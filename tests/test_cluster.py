@@ -18,10 +18,11 @@ from typing import Any
 import httpx
 import pytest
 
+from harness.processes import ServeProcess
+from tests.jsonrpc import call_tool
 from service.carts import SCAN_COUNT, CartStore
 from service.cli import main
 from tests.redis_server import RedisCluster
-from tests.serve_process import ServeProcess, call_tool
 
 pytestmark = [
     pytest.mark.e2e,

@@ -14,8 +14,9 @@ import re
 import httpx
 import pytest
 
+from harness.processes import ServeProcess
+from tests.jsonrpc import JSON_HEADERS, call_tool, tool_call_message
 from tests.nginx_process import NginxProcess, nginx_binary
-from tests.serve_process import JSON_HEADERS, ServeProcess, call_tool, tool_call_message
 
 pytestmark = [
     pytest.mark.e2e,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.serve_process import ServeProcess
+from harness.processes import ServeProcess
 
 pytestmark = pytest.mark.e2e
 

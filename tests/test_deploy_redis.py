@@ -9,31 +9,21 @@ from __future__ import annotations
 import asyncio
 import re
 import shutil
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
-import redis
 
+from harness.processes import SHIPPED_REDIS_CONF, RedisProcess, as_flags, shipped_redis_settings
 from service.carts import CartStore
 from service.catalog import load_catalog
-from tests.redis_server import RedisProcess, free_port
 
 pytestmark = [pytest.mark.redis, pytest.mark.skipif(not shutil.which("redis-server"), reason="needs redis-server")]
-
-REDIS_CONF = Path(__file__).resolve().parents[1] / "deploy" / "redis.conf"
 
 
 def shipped_memory_settings() -> tuple[str, ...]:
     """The encoding and memory lines of deploy/redis.conf, as redis-server flags (paths and AOF stay test-local)."""
     wanted = ("hash-max-listpack-value", "hash-max-listpack-entries", "maxmemory", "maxmemory-policy")
-    args: list[str] = []
-    for line in REDIS_CONF.read_text().splitlines():
-        match = re.match(r"^([a-z-]+)\s+(\S+)", line)
-        if match and match.group(1) in wanted:
-            args += [f"--{match.group(1)}", match.group(2)]
-    return tuple(args)
+    return as_flags({name: value for name, value in shipped_redis_settings().items() if name in wanted})
 
 
 def fill_cart(url: str, session: str, lines: int) -> str:
@@ -54,50 +44,24 @@ def fill_cart(url: str, session: str, lines: int) -> str:
 
 
 def measure(extra_args: tuple[str, ...]) -> dict[int, tuple[str, int]]:
-    server = RedisProcess(extra_args=extra_args).start()
-    try:
+    with RedisProcess(extra_args=extra_args) as server, server.client() as client:
         figures = {}
-        with redis.Redis(port=server.port, decode_responses=True) as client:
-            for lines in (1, 3, 10):
-                key = fill_cart(server.url, f"cart-{lines}", lines)
-                figures[lines] = (client.object("encoding", key), client.memory_usage(key, samples=0))
+        for lines in (1, 3, 10):
+            key = fill_cart(server.url, f"cart-{lines}", lines)
+            figures[lines] = (client.object("encoding", key), client.memory_usage(key, samples=0))
         return figures
-    finally:
-        server.stop()
 
 
 def test_shipped_redis_conf_starts_and_sets_what_it_says(tmp_path: Path) -> None:
-    """The real file, as compose mounts it (only bind, port and dir changed for the test)."""
-    text = REDIS_CONF.read_text()
-    text = re.sub(r"(?m)^bind .*$", "bind 127.0.0.1", text)
-    text = re.sub(r"(?m)^dir .*$", f"dir {tmp_path}", text)
-    text = re.sub(r"(?m)^port .*$", "port 0", text)
+    """The real file, as compose mounts it (only bind, port and dir changed for the test: the folder in the
+    file, since redis-server enters it while reading; bind and port on the command line)."""
     conf = tmp_path / "redis.conf"
-    conf.write_text(text)
-    port = free_port()
-    process = subprocess.Popen([shutil.which("redis-server") or "redis-server", str(conf), "--port", str(port)],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
-    try:
-        client = redis.Redis(port=port, decode_responses=True, socket_connect_timeout=0.2)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if process.poll() is not None:
-                    pytest.fail(f"redis-server refused deploy/redis.conf:\n{process.stdout.read().decode()}")
-                if time.monotonic() > deadline:
-                    pytest.fail("redis-server did not answer with deploy/redis.conf")
-                time.sleep(0.05)
+    conf.write_text(re.sub(r"(?m)^dir .*$", f"dir {tmp_path}", SHIPPED_REDIS_CONF.read_text()))
+    with RedisProcess(config_file=conf, workdir=tmp_path) as server, server.client() as client:
         assert client.config_get("appendonly")["appendonly"] == "yes"
         assert client.config_get("maxmemory-policy")["maxmemory-policy"] == "volatile-lru"
         assert int(client.config_get("maxmemory")["maxmemory"]) == 256 * 1024 * 1024
         assert client.config_get("hash-max-listpack-value")["hash-max-listpack-value"] == "256"
-        client.close()
-    finally:
-        process.terminate()
-        process.wait(timeout=5)
 
 
 def test_a_realistic_cart_stays_listpack_under_the_shipped_config() -> None:

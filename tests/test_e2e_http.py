@@ -9,9 +9,7 @@ import json
 import multiprocessing
 import os
 import re
-import shutil
 import signal
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator, Mapping
@@ -23,10 +21,11 @@ import pytest
 import redis
 from mcp import Client
 
-from tests.redis_server import RedisProcess
-from tests.serve_process import JSON_HEADERS, ServeProcess, add_burst, serve_command, serve_env, tool_call_message
+from harness.processes import RedisProcess, ServeProcess
+from tests.jsonrpc import JSON_HEADERS, add_burst, tool_call_message
+from tests.redis_server import require_redis_server
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.redis]
 
 TOOL_NAMES = {
     "list_stores",
@@ -437,12 +436,7 @@ def test_allowed_hosts_setting(redis_url: str) -> None:
 
 
 def test_redis_outage_is_an_error_result_and_recovers(product_ids: list[str]) -> None:
-    if shutil.which("redis-server") is None:
-        if os.environ.get("WEFT_TEST_REQUIRE_REDIS") == "1":
-            pytest.fail(
-                "WEFT_TEST_REQUIRE_REDIS=1 but redis-server (needed to kill and restart a Redis) is not installed"
-            )
-        pytest.skip("redis-server is not installed")
+    require_redis_server("to kill and restart a Redis")
     private = RedisProcess().start()
     port = private.port
     try:
@@ -485,8 +479,7 @@ def test_redis_outage_is_an_error_result_and_recovers(product_ids: list[str]) ->
 
 def test_hung_redis_answers_within_the_deadline(product_ids: list[str]) -> None:
     """A Redis that accepts connections but never answers (SIGSTOP): errors still arrive in about 2 s."""
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed")
+    require_redis_server("to stop a Redis")
     private = RedisProcess().start()
     assert private.process is not None
     pid = private.process.pid
@@ -515,21 +508,6 @@ def test_hung_redis_answers_within_the_deadline(product_ids: list[str]) -> None:
 
 
 # ---------------------------------------------------------------- 8: workers
-
-
-def test_workers_without_redis_exit_with_a_message() -> None:
-    started = time.monotonic()
-    completed = subprocess.run(
-        serve_command(port=0, extra_args=["--workers", "2"]),
-        env=serve_env(),
-        cwd=os.path.dirname(__file__),  # no .env here
-        capture_output=True,
-        text=True,
-        timeout=20,
-    )
-    assert completed.returncode != 0
-    assert time.monotonic() - started < 10
-    assert "WEFT_REDIS_URL" in completed.stderr, completed.stderr
 
 
 def test_workers_with_redis_serve(redis_url: str, redis_client: redis.Redis, product_ids: list[str]) -> None:

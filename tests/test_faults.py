@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import signal
 import threading
 import time
@@ -23,10 +22,11 @@ from redis.exceptions import AuthenticationError, NoPermissionError, OutOfMemory
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from harness.processes import RedisProcess, ServeProcess, free_port
 from service.answers import storage_error_text
 from service.carts import CartStorageError, CartStore
-from tests.redis_server import RedisProcess, free_port
-from tests.serve_process import ServeProcess, add_calls
+from tests.jsonrpc import add_calls
+from tests.redis_server import require_redis_server
 
 OATS = "demo-market:i1702"
 AOF_ARGS = ("--appendonly", "yes", "--appendfsync", "always")
@@ -39,15 +39,9 @@ def new_prefix() -> str:
 @pytest.fixture
 def private_redis() -> Iterator[RedisProcess]:
     """A Redis of the test's own, which it may kill."""
-    if shutil.which("redis-server") is None:
-        if os.environ.get("WEFT_TEST_REQUIRE_REDIS") == "1":
-            pytest.fail("WEFT_TEST_REQUIRE_REDIS=1 but redis-server (needed to kill a Redis) is not installed")
-        pytest.skip("redis-server is not installed")
-    server = RedisProcess(extra_args=AOF_ARGS).start()
-    try:
+    require_redis_server("to kill a Redis")
+    with RedisProcess(extra_args=AOF_ARGS) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def restart(server: RedisProcess) -> RedisProcess:
@@ -118,6 +112,7 @@ async def test_a_dead_redis_fails_fast_after_the_retries(caplog: pytest.LogCaptu
     await store.aclose()
 
 
+@pytest.mark.redis
 async def test_pool_survives_a_redis_restart(private_redis: RedisProcess) -> None:
     """Redis restarts between two calls: the pooled connections are dead, the next call still works."""
     store = CartStore.connect(private_redis.url, key_prefix=new_prefix())
@@ -193,6 +188,7 @@ def wait_for(condition: Any, timeout: float, what: str) -> None:
 
 
 @pytest.mark.e2e
+@pytest.mark.redis
 def test_worker_sigkilled_under_load_loses_no_cart(private_redis: RedisProcess) -> None:
     """Both original workers are SIGKILLed in turn while adds stream in (so the one holding the client's
     connections dies too); uvicorn replaces them, and every acknowledged add is in its cart."""
@@ -229,6 +225,7 @@ def test_worker_sigkilled_under_load_loses_no_cart(private_redis: RedisProcess) 
 
 
 @pytest.mark.e2e
+@pytest.mark.redis
 def test_redis_aof_sigkilled_under_load_keeps_every_acknowledged_add(private_redis: RedisProcess) -> None:
     prefix = new_prefix()
     env = {"WEFT_REDIS_URL": private_redis.url, "WEFT_KEY_PREFIX": prefix}

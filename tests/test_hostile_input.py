@@ -13,9 +13,10 @@ import httpx
 import pytest
 import redis
 
-from tests.serve_process import JSON_HEADERS, ServeProcess, tool_call_message
+from harness.processes import ServeProcess
+from tests.jsonrpc import JSON_HEADERS, tool_call_message
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.redis]
 
 OATS = "demo-market:i1702"
 TAHINI = "demo-market:i1701"

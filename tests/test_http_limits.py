@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.serve_process import ServeProcess
+from harness.processes import ServeProcess
 
 pytestmark = pytest.mark.e2e
 

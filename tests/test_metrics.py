@@ -6,10 +6,10 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from harness.processes import ServeProcess, free_port
 from service.app import create_app
 from service.config import Settings
-from tests.redis_server import free_port
-from tests.serve_process import JSON_HEADERS, ServeProcess, tool_call_message
+from tests.jsonrpc import JSON_HEADERS, tool_call_message
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -13,8 +13,9 @@ import time
 import pytest
 import redis
 
+from harness.processes import ServeProcess
+from tests.jsonrpc import call_tool
 from tests.redis_server import SentinelSet
-from tests.serve_process import ServeProcess, call_tool
 
 pytestmark = [
     pytest.mark.e2e,

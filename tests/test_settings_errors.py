@@ -6,11 +6,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
+from harness.processes import serve_command, serve_env
 from service.config import Settings
-from tests.serve_process import serve_command, serve_env
 
 SECRET = "TopSecret"
 BAD_REDIS_URLS = [
@@ -46,6 +47,7 @@ def assert_one_line(completed: subprocess.CompletedProcess[str], *needles: str) 
     return err
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("url", BAD_REDIS_URLS)
 def test_bad_redis_url_is_one_line_without_the_password(url: str) -> None:
     env = {"WEFT_REDIS_URL": url}
@@ -64,6 +66,7 @@ def test_percent_encoded_password_is_accepted() -> None:
         assert Settings(redis_url=url, _env_file=None).redis_url == url
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     ("variable", "value"),
     [
@@ -84,6 +87,16 @@ def test_other_bad_settings_are_one_line_naming_the_variable(variable: str, valu
             assert value not in err, err  # the reason, not an echo of the input
 
 
+@pytest.mark.e2e
 def test_two_bad_settings_are_named_in_one_line() -> None:
     completed = run_cli(serve_command(port=0), {"WEFT_KEY_PREFIX": "a b", "WEFT_MAX_QUANTITY": "0"})
     assert_one_line(completed, "WEFT_KEY_PREFIX", "WEFT_MAX_QUANTITY")
+
+
+@pytest.mark.e2e
+def test_workers_without_redis_exit_with_a_message() -> None:
+    started = time.monotonic()
+    completed = run_cli(serve_command(port=0, extra_args=["--workers", "2"]), {})  # no .env in tests/
+    assert completed.returncode != 0
+    assert time.monotonic() - started < 10
+    assert "WEFT_REDIS_URL" in completed.stderr, completed.stderr

@@ -11,9 +11,10 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.serve_process import JSON_HEADERS, ServeProcess, call_tool, tool_call_message
+from harness.processes import ServeProcess
+from tests.jsonrpc import JSON_HEADERS, call_tool, tool_call_message
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.redis]
 
 DRAIN_SECONDS = 2.0
 

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.serve_process import ServeProcess, call_tool
+from harness.processes import ServeProcess
+from tests.jsonrpc import call_tool
 
 pytestmark = pytest.mark.e2e
 
@@ -61,6 +62,7 @@ def test_sighup_to_a_single_process_keeps_it_and_its_embedded_carts() -> None:
         assert "Traceback" not in log
 
 
+@pytest.mark.redis
 def test_sighup_under_workers_reaches_every_worker_and_ends_none(redis_url: str, key_prefix: str) -> None:
     env = {"WEFT_REDIS_URL": redis_url, "WEFT_KEY_PREFIX": key_prefix}
     with ServeProcess(env=env, extra_args=["--workers", "2"]) as server:

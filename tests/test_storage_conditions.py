@@ -6,9 +6,7 @@ calls costs one SCAN sweep."""
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import shutil
 import uuid
 from collections.abc import Iterator
 
@@ -16,20 +14,18 @@ import httpx
 import pytest
 import redis
 
-from tests.redis_server import RedisProcess
-from tests.serve_process import JSON_HEADERS, ServeProcess, call_tool, tool_call_message
+from harness.processes import RedisProcess, ServeProcess
+from tests.jsonrpc import JSON_HEADERS, call_tool, tool_call_message
+from tests.redis_server import require_redis_server
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.redis]
 
 OATS, TAHINI = "demo-market:i1702", "demo-market:i1101"
 
 
 @pytest.fixture(autouse=True)
 def _needs_redis_server() -> None:
-    if shutil.which("redis-server") is None:
-        if os.environ.get("WEFT_TEST_REQUIRE_REDIS") == "1":
-            pytest.fail("WEFT_TEST_REQUIRE_REDIS=1 but redis-server is not installed")
-        pytest.skip("redis-server is not installed")
+    require_redis_server()
 
 
 def new_prefix() -> str:
@@ -63,11 +59,8 @@ def make_full(client: redis.Redis, prefix: str) -> None:
 
 @pytest.fixture
 def full_redis() -> Iterator[RedisProcess]:
-    server = RedisProcess(extra_args=("--maxmemory-policy", "noeviction")).start()
-    try:
+    with RedisProcess(extra_args=("--maxmemory-policy", "noeviction")) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def test_out_of_memory_refuses_writes_plainly_and_keeps_reads(full_redis: RedisProcess) -> None:
