@@ -9,6 +9,7 @@ the check runs in a short-lived child process, whose log lines and errors reach 
 from __future__ import annotations
 
 import multiprocessing
+import signal
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -31,5 +32,6 @@ def check_catalog(stores_dir: Path | None, workers: int, log_level: str, log_for
 
 
 def _load_and_forget(stores_dir: Path | None, log_level: str, log_format: LogFormat) -> None:
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a reload request is for the server, not for this check
     configure_logging(log_level, log_format)
     load_catalog(stores_dir)

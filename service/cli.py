@@ -10,18 +10,20 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from service.auth import TokensFileError, build_auth
-from service.catalog import CatalogError
-from service.catalog_check import check_catalog
-from service.config import Settings, settings_error_line
-from service.http_server import serve
-from service.logs import configure_logging
-from service.metrics import prepare_multiprocess_dir
-from service.operator_cli import add_sessions_parser, run_sessions
+from service.reloading import install_sighup_handler
+
+if TYPE_CHECKING:
+    from service.config import Settings
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # First of all: a SIGHUP during start-up (imports, a long catalog load) must end nothing. The
+    # other modules are imported only after this, so the window before it is the interpreter's own.
+    install_sighup_handler()
+    from service.operator_cli import add_sessions_parser, run_sessions
+
     parser = argparse.ArgumentParser(prog="weft-mcp", description="Weft: an MCP shopping-cart server.")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="serve MCP over HTTP at /mcp")
@@ -38,6 +40,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from service.auth import TokensFileError, build_auth
+    from service.catalog import CatalogError
+    from service.catalog_check import check_catalog
+    from service.config import Settings, settings_error_line
+    from service.http_server import serve
+    from service.logs import configure_logging
+    from service.metrics import prepare_multiprocess_dir
+
     # Flags win over the environment; workers read their settings from the environment.
     for name in ("host", "port", "workers"):
         value = getattr(args, name)

@@ -14,8 +14,9 @@ LOCAL_HOSTS = ["127.0.0.1", "localhost", "[::1]"]
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 KEY_PREFIX_PATTERN = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 BAD_REDIS_URL = (
-    "not a Redis URL like redis://[:password@]host[:port][/db], rediss://... or unix:///path; "
-    "percent-encode '/', ':', '@' and '%' in a password (for example '/' as %2F)"
+    "not a Redis URL like redis://[:password@]host[:port][/db], rediss://... or unix:///path, with only "
+    "redis-py's query options (like ?socket_timeout=5); percent-encode '/', ':', '@' and '%' in a password "
+    "(for example '/' as %2F)"
 )
 
 
@@ -151,7 +152,13 @@ class Settings(BaseSettings):
 
 
 def redis_url_is_valid(url: str) -> bool:
-    """What redis-py's ``from_url`` would accept, with the database a number (redis-py ignores a bad one)."""
+    """What redis-py would accept, checked now: scheme, host, port, a numeric database, and query options
+    (``?socket_timeout=5``) that redis-py's connection takes, with values it can use.
+
+    redis-py only finds a bad query option when it first connects, with a traceback, in every worker;
+    building a connection object here (nothing is opened) finds it with the other settings.
+    """
+    from redis.asyncio import ConnectionPool
     from redis.connection import parse_url
 
     try:
@@ -159,11 +166,14 @@ def redis_url_is_valid(url: str) -> bool:
         if parts.scheme not in REDIS_SCHEMES:
             return False
         options = parse_url(url)
-        if parts.scheme == "unix":
-            return bool(options.get("path"))
-        database = parts.path.strip("/")
-        return database == "" or database.isdigit()
-    except (ValueError, TypeError):
+        if parts.scheme == "unix" and not options.get("path"):
+            return False
+        database = parts.path.strip("/") if parts.scheme != "unix" else str(options.get("db", "0"))
+        if not (database == "" or database.isdigit()):
+            return False
+        ConnectionPool.from_url(url).make_connection()  # the query options, as redis-py will use them
+        return True
+    except Exception:  # any complaint at all: its words may quote the URL, so only the verdict is kept
         return False
 
 

@@ -23,6 +23,11 @@ BAD_REDIS_URLS = [
     f"127.0.0.1:6379",  # no scheme, no password
     f"http://:{SECRET}@127.0.0.1:6379/0",  # a scheme that is not Redis'
     f"redis://:{SECRET}@127.0.0.1:99999/0",  # a port out of range
+    f"redis://:{SECRET}@127.0.0.1:6379/0?ssl_cert_reqs=bogus",  # an option this connection kind does not take
+    f"redis://:{SECRET}@127.0.0.1:6379/0?max_connections=-5",  # an option value redis-py refuses
+    f"redis://:{SECRET}@127.0.0.1:6379/0?protocol=9",  # a protocol that does not exist
+    f"redis://:{SECRET}@127.0.0.1:6379/0?socket_timeout={SECRET}",  # an option value that is no number
+    f"redis://:{SECRET}@127.0.0.1:6379/0?{SECRET}=1",  # an unknown option
 ]
 
 
@@ -62,7 +67,9 @@ def test_percent_encoded_password_is_accepted() -> None:
     """The fix the error message advises works: '/', ':' and '@' percent-encoded."""
     settings = Settings(redis_url="redis://:Pa55%3ATop%2FSecret%40x@127.0.0.1:6379/0", _env_file=None)
     assert settings.redis_url is not None
-    for url in ("rediss://user:pw@cache.example.com:6380/2", "unix:///run/redis.sock?db=1", "redis://localhost"):
+    for url in ("rediss://user:pw@cache.example.com:6380/2", "unix:///run/redis.sock?db=1", "redis://localhost",
+                "redis://localhost:6379/0?socket_timeout=5&health_check_interval=10",
+                "rediss://cache.example.com/0?ssl_cert_reqs=none"):
         assert Settings(redis_url=url, _env_file=None).redis_url == url
 
 

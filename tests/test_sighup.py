@@ -6,8 +6,10 @@ Without authentication there is nothing to reload, yet a ``kill -HUP`` used to e
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -88,3 +90,50 @@ def test_sighup_under_workers_reaches_every_worker_and_ends_none(redis_url: str,
         assert cart_quantities(server, "kept") == {OATS: 2}
         log = server.log_text()
         assert "restarting processes" not in log and "Traceback" not in log, log[-3000:]
+
+
+def write_slow_store(root: Path, products: int = 60_000) -> Path:
+    """A store big enough that loading it takes a second or more: start-up is a window a SIGHUP can fall in."""
+    records = [{"name": f"Product {i} word{i % 97}", "price": "9.90", "category": f"cat{i % 13}",
+                "url": f"https://shop.example/p-i{i}"} for i in range(products)]  # fmt: skip
+    data = root / "slow" / "data"
+    data.mkdir(parents=True)
+    (data / "products.json").write_text(json.dumps({"products": records}), encoding="utf-8")
+    return root
+
+
+@pytest.mark.parametrize("workers", [1, pytest.param(2, marks=pytest.mark.redis)])
+def test_sighup_during_start_up_never_ends_it(request: pytest.FixtureRequest, tmp_path: Path, workers: int) -> None:
+    """SIGHUPs every 0.1 s from 0.3 s after the process exists (the interpreter's own start-up is before that)
+    until it answers: through imports, the catalog load and uvicorn's start, it starts and serves anyway."""
+    env = {"WEFT_STORES_DIR": str(write_slow_store(tmp_path))}
+    if workers > 1:
+        env |= {"WEFT_REDIS_URL": request.getfixturevalue("redis_url"),
+                "WEFT_KEY_PREFIX": request.getfixturevalue("key_prefix")}  # fmt: skip
+    server = ServeProcess(env=env, extra_args=["--workers", str(workers)], startup_timeout=90)
+    started, sent = threading.Event(), []
+
+    def hang_up_until_started() -> None:
+        born: float | None = None
+        while not started.is_set():
+            process = server.process
+            if process is not None and born is None:
+                born = time.monotonic()
+            if process is not None and process.poll() is None and time.monotonic() - (born or 0) >= 0.3:
+                os.kill(process.pid, signal.SIGHUP)
+                sent.append(time.monotonic())
+            time.sleep(0.1)
+
+    sender = threading.Thread(target=hang_up_until_started)
+    sender.start()
+    try:
+        with server:
+            started.set()
+            sender.join()
+            assert server.is_alive() and len(sent) >= 3, (len(sent), server.log_text()[-2000:])
+            found = call_tool(server.mcp_url, "search_products", {"search": "word5"}, session="s")
+            assert found["structuredContent"]["pagination"]["totalProducts"] > 0
+            assert "Traceback" not in server.log_text()
+    finally:
+        started.set()
+        sender.join()
