@@ -60,6 +60,10 @@ BUSY_RESPONSE = _plain_response(
     503, "Service Unavailable", "Too many open connections to this worker, retry in a moment.", "retry-after: 1\r\n"
 )
 TIMEOUT_RESPONSE = _plain_response(408, "Request Timeout", "The request did not arrive in time.")
+DEADLINE_MESSAGES = {
+    "headers": "Request headers from %s not received within %g s: closed with 408",
+    "body": "Request body from %s not received within %g s: closed with 408",
+}
 
 
 @dataclass(frozen=True)
@@ -189,13 +193,8 @@ class GuardedH11Protocol(H11Protocol):
         if self.transport.is_closing():
             return
         client = "%s:%d" % self.client if self.client else "a client"
-        logger.info(
-            "Request %s from %s not received within %g s: closed with 408",
-            waiting_for,
-            client,
-            seconds,
-            extra={RATE_LIMITED: True},
-        )
+        template = DEADLINE_MESSAGES[waiting_for]  # one template per kind: the rate limit counts each apart
+        logger.info(template, client, seconds, extra={RATE_LIMITED: True})
         answering = self.cycle is not None and waiting_for == "body"  # headers: the last cycle is over
         if not (answering and self.cycle.response_started):  # type: ignore[union-attr]
             self.transport.write(TIMEOUT_RESPONSE)

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 METHOD_NOT_FOUND = -32601
 INVALID_PARAMS = -32602
+UNKNOWN_PROMPT = "There is no prompt by that name; prompts/list names the prompts this server has."
 UNKNOWN_TOOL = "There is no tool by that name; tools/list names the tools this server has."
 
 
@@ -48,7 +49,12 @@ class PlainToolErrors(MCPServer):
 
 
 class PlainMethodErrors:
-    """SDK server middleware: "Method not found" and an unknown resource keep their code, not the input."""
+    """SDK server middleware: method errors keep their code, not the input.
+
+    "Method not found" loses the method name, an unknown resource its URI, an unknown prompt its
+    name (the SDK raises a bare ``ValueError`` for that, answered with its text and, in the stateless
+    era, logged as an internal error with a traceback).
+    """
 
     async def __call__(self, ctx: Any, call_next: Callable[[Any], Awaitable[Any]]) -> Any:
         try:
@@ -59,3 +65,7 @@ class PlainMethodErrors:
             if exc.error.code == INVALID_PARAMS and ctx.method.startswith("resources/"):
                 raise MCPError(code=INVALID_PARAMS, message="There is no resource at that URI.") from None
             raise
+        except ValueError as exc:
+            if ctx.method == "prompts/get" and not isinstance(exc, ValidationError):
+                raise MCPError(code=INVALID_PARAMS, message=UNKNOWN_PROMPT) from None
+            raise  # pydantic's ValidationError is the SDK's own -32602, without the input

@@ -12,6 +12,8 @@ from typing import Any
 import httpx
 import pytest
 import redis
+from mcp import Client
+from mcp.shared.exceptions import MCPError
 
 from harness.processes import ServeProcess
 from tests.jsonrpc import JSON_HEADERS, tool_call_message
@@ -346,6 +348,20 @@ def test_errors_about_one_request_name_the_rule_not_the_input(
         assert internal not in text.lower(), text
     assert set(redis_client.scan_iter(match=f"{prefix}:*", count=1000)) == before
     assert_unharmed(shop, redis_client, prefix, bystander)
+
+
+@pytest.mark.parametrize("mode", ["legacy", "2026-07-28"])
+async def test_an_unknown_prompt_is_named_by_rule_in_both_eras(shop: ServeProcess, mode: str) -> None:
+    """The SDK answered an unknown prompt with its name (and, stateless, an internal error and a traceback)."""
+    async with Client(shop.mcp_url, mode=mode) as client:
+        for name in (MARK, f"<script>{MARK}</script>"):
+            with pytest.raises(MCPError) as raised:
+                await client.get_prompt(name)
+            assert raised.value.error.code == -32602, raised.value.error
+            assert MARK not in raised.value.error.message and raised.value.error.data is None
+            assert raised.value.error.message.endswith("."), raised.value.error.message
+    log = shop.log_text()
+    assert "Unknown prompt" not in log and "Traceback" not in log, log[-2000:]
 
 
 def assert_one_sentence_error(response: httpx.Response) -> str:
