@@ -22,8 +22,8 @@ from service.auth import TokensFileVerifier, build_auth
 from service.carts import CartStorageError, CartStore
 from service.catalog import load_catalog
 from service.config import Settings
-from service.logs import RequestIdMiddleware, configure_logging
 from service.jsonrpc_errors import PlainEnvelopeErrors
+from service.logs import RequestIdMiddleware, configure_logging
 from service.metrics import mark_worker_dead, metrics_endpoint
 from service.readiness import storage_readiness
 from service.reloading import on_sighup

@@ -192,7 +192,7 @@ class GuardedH11Protocol(H11Protocol):
         self._deadline, self._deadline_for = None, None
         if self.transport.is_closing():
             return
-        client = "%s:%d" % self.client if self.client else "a client"
+        client = f"{self.client[0]}:{self.client[1]}" if self.client else "a client"
         template = DEADLINE_MESSAGES[waiting_for]  # one template per kind: the rate limit counts each apart
         logger.info(template, client, seconds, extra={RATE_LIMITED: True})
         answering = self.cycle is not None and waiting_for == "body"  # headers: the last cycle is over

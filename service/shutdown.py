@@ -42,7 +42,11 @@ class Drain:
         except ValueError:  # not the main thread (an in-process test server)
             return lambda: None
         previous = self._previous
-        return lambda: signal.signal(signal.SIGTERM, previous)
+
+        def undo() -> None:
+            signal.signal(signal.SIGTERM, previous)
+
+        return undo
 
     def _on_term(self, loop: asyncio.AbstractEventLoop, sig: int, frame: FrameType | None) -> None:
         if self.draining:  # a second SIGTERM: stop now

@@ -19,9 +19,9 @@ import httpx
 import pytest
 
 from harness.processes import ServeProcess
-from tests.jsonrpc import call_tool
 from service.carts import SCAN_COUNT, CartStore
 from service.cli import main
+from tests.jsonrpc import call_tool
 from tests.redis_server import RedisCluster
 
 pytestmark = [

@@ -20,7 +20,7 @@ BAD_REDIS_URLS = [
     f"redis://admin:{SECRET}@127.0.0.1:notaport/0",  # a port that is no number
     f"redis://:{SECRET}@127.0.0.1:6379/db{SECRET}",  # a database that is no number
     f":{SECRET}@127.0.0.1:6379/0",  # no scheme at all
-    f"127.0.0.1:6379",  # no scheme, no password
+    "127.0.0.1:6379",  # no scheme, no password
     f"http://:{SECRET}@127.0.0.1:6379/0",  # a scheme that is not Redis'
     f"redis://:{SECRET}@127.0.0.1:99999/0",  # a port out of range
     f"redis://:{SECRET}@127.0.0.1:6379/0?ssl_cert_reqs=bogus",  # an option this connection kind does not take
