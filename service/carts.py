@@ -352,7 +352,8 @@ return 0
         async def count() -> int:  # a retry starts the scan over
             return sum([1 async for _ in self._scan()])
 
-        return await _call(count, idempotent=True)
+        carts: int = await _call(count, idempotent=True)
+        return carts
 
     async def counted_carts(self) -> CartCount:
         """``count_carts`` as seen within the last few seconds: one SCAN sweep per worker serves a burst."""

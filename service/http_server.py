@@ -195,11 +195,11 @@ class GuardedH11Protocol(H11Protocol):
         client = f"{self.client[0]}:{self.client[1]}" if self.client else "a client"
         template = DEADLINE_MESSAGES[waiting_for]  # one template per kind: the rate limit counts each apart
         logger.info(template, client, seconds, extra={RATE_LIMITED: True})
-        answering = self.cycle is not None and waiting_for == "body"  # headers: the last cycle is over
-        if not (answering and self.cycle.response_started):  # type: ignore[union-attr]
+        cycle = self.cycle if waiting_for == "body" else None  # headers: the last cycle is over
+        if cycle is None or not cycle.response_started:
             self.transport.write(TIMEOUT_RESPONSE)
-        if answering:
-            self.cycle.keep_alive = False  # type: ignore[union-attr]
+        if cycle is not None:
+            cycle.keep_alive = False
         self.transport.close()
 
 

@@ -75,7 +75,7 @@ def _request_id(scope: Scope) -> str:
     """The caller's (or load balancer's) ``X-Request-ID`` when it is sane, else a fresh one."""
     for name, value in scope.get("headers", ()):
         if name == REQUEST_ID_HEADER:
-            text = value.decode("latin-1")
+            text: str = value.decode("latin-1")
             if 0 < len(text) <= MAX_REQUEST_ID_LENGTH and text.isprintable() and " " not in text:
                 return text
     return uuid.uuid4().hex[:16]

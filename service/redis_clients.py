@@ -38,7 +38,8 @@ class FailoverWaitingConnection(SentinelManagedConnection):
         deadline, delay = loop.time() + FAILOVER_WAIT_SECONDS, 0.05
         while True:
             try:
-                return await super().connect()
+                await super().connect()
+                return
             except RedisConnectionError:
                 if loop.time() + delay > deadline:
                     raise
