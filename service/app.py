@@ -22,8 +22,8 @@ from service.auth import TokensFileVerifier, build_auth
 from service.carts import CartStorageError, CartStore
 from service.catalog import load_catalog
 from service.config import Settings
-from service.logs import RequestIdMiddleware, configure_logging
 from service.jsonrpc_errors import PlainEnvelopeErrors
+from service.logs import RequestIdMiddleware, configure_logging
 from service.metrics import mark_worker_dead, metrics_endpoint
 from service.readiness import storage_readiness
 from service.reloading import on_sighup
@@ -102,11 +102,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
     async def readyz(request: Request) -> JSONResponse:
         if drain.draining:
             return JSONResponse({"status": "draining", "reason": "shutting down (SIGTERM)"}, status_code=503)
-        status, body = await storage_readiness(carts)  # the tools' path: auth, ACL, memory (service.readiness)
+        # the tools' path: auth, the ACL rights the enabled tools need, memory (service.readiness)
+        status, body = await storage_readiness(carts, debug_tool=settings.debug_tool)
         return JSONResponse(body, status_code=status)
 
     async def metrics(request: Request) -> Response:
-        await storage_readiness(carts)  # a scrape sees the store's condition now (weft_cart_storage_condition)
+        # a scrape sees the store's condition now (weft_cart_storage_condition)
+        await storage_readiness(carts, debug_tool=settings.debug_tool)
         return await metrics_endpoint(request)
 
     @asynccontextmanager
