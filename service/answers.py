@@ -105,6 +105,7 @@ def cart_payload(session: Session, cart: Cart, catalog: Catalog) -> dict[str, An
         "item_count": sum(line.quantity for line in cart.lines),
         "total": money(totals[single]) if single else ("0.00" if not totals else None),
         "currency": single or (None if totals else DEFAULT_CURRENCY),
+        "damaged_lines": cart.damaged_lines,  # unreadable stored lines, left out of items and totals
     }
     if len(totals) > 1:  # stores with different currencies: no single total makes sense
         payload["totals"] = {currency: money(amount) for currency, amount in totals.items()}
@@ -117,10 +118,21 @@ def cart_answer(session: Session, cart: Cart, catalog: Catalog, headline: str) -
     return text_result(cart_text(payload, headline), payload)
 
 
+def damaged_lines_text(count: int) -> str:
+    """Said once in every cart answer while unreadable lines are stored: the shopper keeps the readable ones."""
+    return (
+        f"{count} stored line(s) of this cart are damaged and were left out; clear_cart removes them "
+        "(or ask the shop's operator: weft-mcp sessions purge)."
+    )
+
+
 def cart_text(payload: dict[str, Any], headline: str = "") -> str:
     lines = [headline] if headline else []
+    damaged = payload.get("damaged_lines", 0)
     if not payload["items"]:
-        lines.append("The cart is empty.")
+        lines.append("The cart has no readable lines." if damaged else "The cart is empty.")
+        if damaged:
+            lines.append(damaged_lines_text(damaged))
         return "\n".join(lines)
     total = (
         payload["total"]
@@ -133,6 +145,8 @@ def cart_text(payload: dict[str, Any], headline: str = "") -> str:
         f"- {item['quantity']} x {item['name']} [{item['id']}] @ {item['price']} = {item['line_total']}"
         for item in payload["items"]
     ]
+    if damaged:
+        lines.append(damaged_lines_text(damaged))
     return "\n".join(lines)
 
 
@@ -155,6 +169,11 @@ def rejection_text(exc: CartRejected, max_quantity: int) -> str:
         return f"A cart line holds at most {max_quantity} and this one has {exc.current}; add at most {room}."
     if exc.reason == "line_limit":
         return f"The cart already has {exc.current} lines, the most it can hold; remove one before adding another."
+    if exc.reason == "damaged_line":
+        return (
+            "That product's stored line in this cart is damaged, so nothing was changed; remove_from_cart "
+            "removes that line, then add the product again."
+        )
     if exc.reason == "not_in_cart":
         return "That product is not in the cart; use add_to_cart to add it, or view_cart to see the lines."
     return f"The cart refused the change ({exc.reason})."

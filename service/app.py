@@ -102,11 +102,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
     async def readyz(request: Request) -> JSONResponse:
         if drain.draining:
             return JSONResponse({"status": "draining", "reason": "shutting down (SIGTERM)"}, status_code=503)
-        status, body = await storage_readiness(carts)  # the tools' path: auth, ACL, memory (service.readiness)
+        # the tools' path: auth, the ACL rights the enabled tools need, memory (service.readiness)
+        status, body = await storage_readiness(carts, debug_tool=settings.debug_tool)
         return JSONResponse(body, status_code=status)
 
     async def metrics(request: Request) -> Response:
-        await storage_readiness(carts)  # a scrape sees the store's condition now (weft_cart_storage_condition)
+        # a scrape sees the store's condition now (weft_cart_storage_condition)
+        await storage_readiness(carts, debug_tool=settings.debug_tool)
         return await metrics_endpoint(request)
 
     @asynccontextmanager

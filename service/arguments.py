@@ -6,8 +6,9 @@ own messages are several lines of internals, which a chat assistant cannot act o
 
 from __future__ import annotations
 
-import re
 from typing import Any
+
+from service.product_ids import looks_like_product_id
 
 # The fixed bounds of tool arguments: the tools' JSON schemas and the checks below both read these.
 # (The per-deployment quantity bound is the cart store's: WEFT_MAX_QUANTITY.)
@@ -15,7 +16,6 @@ MAX_QUERY_LENGTH = 200  # characters of search, category and store
 MAX_PAGE = 1_000_000
 MAX_PAGE_SIZE = 50
 MAX_PRODUCT_ID_LENGTH = 200  # characters (conversation ids have their own limit in sessions.py)
-_PRODUCT_ID_SHAPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*:[^\s:]+$")
 
 
 class ArgumentError(ValueError):
@@ -57,7 +57,7 @@ def json_kind(value: Any) -> str:
 def product_id_text(value: Any) -> str:
     """A string shaped like a product id (``store:i1234``); never a cart's own ``_last_accessed`` field."""
     raw = short_text(value, "product_id", MAX_PRODUCT_ID_LENGTH).strip()
-    if not _PRODUCT_ID_SHAPE.match(raw):
+    if not looks_like_product_id(raw):
         raise ArgumentError(
             "That is not a product id; send an id from search_products or the cart, like 'store:i1234'."
         )

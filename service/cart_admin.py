@@ -16,6 +16,7 @@ from dataclasses import asdict, is_dataclass
 from typing import TYPE_CHECKING, Any, TextIO
 
 from service.cart_reports import CartDetail, DamageReport, PurgeReport
+from service.catalog_text import clean_text
 from service.sessions import session_key
 
 if TYPE_CHECKING:
@@ -185,7 +186,7 @@ def report_damaged(damage: DamageReport) -> str:
 
 
 def describe(detail: CartDetail) -> str:
-    """``show`` as text: a summary line, then one line per cart line (unreadable ones as ``?``)."""
+    """``show`` as text: a summary line, then one line per cart line (unreadable ones as ``?``, marked)."""
     if not detail.exists:
         return f"no cart for that id (key {detail.key})"
     ttl = "no expiry" if detail.ttl_seconds is None else f"expires in {detail.ttl_seconds} s"
@@ -194,5 +195,6 @@ def describe(detail: CartDetail) -> str:
     rows = [f"{detail.key}: {len(detail.lines)} line(s), idle {idle}, {ttl}{damaged}"]
     for line in detail.lines:
         quantity, name, price = (line.get(part, "?") for part in ("quantity", "name", "price"))
-        rows.append(f"- {quantity} x {name} [{line['product_id']}] @ {price}")
+        mark = " (damaged: unreadable line, left out of the cart)" if line.get("damaged") else ""
+        rows.append(f"- {quantity} x {name} [{clean_text(line['product_id'])}] @ {price}{mark}")
     return "\n".join(rows)

@@ -1,7 +1,8 @@
 """What ``CartStore``'s operator reads return: plain records, formatted by ``service.cart_admin``.
 
-A key of the cart shape that is not a readable cart (another type of value, or an unreadable
-``_last_accessed``) is *damaged*: a sweep skips it and notes it here, and never stops on it.
+A key of the cart shape that is not a readable cart (another type of value, an unreadable
+``_last_accessed``, or any unreadable line: ``service.carts.parse_line``) is *damaged*: a sweep skips it
+and notes it here, never deletes it by age, and never stops on it.
 """
 
 from __future__ import annotations

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as redis
@@ -31,7 +32,9 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from service.cart_count import CartCount, CartCounter
 from service.cart_reports import CartDetail, CartListing, CartSummary, CountReport, DamageReport, KeyState, PurgeReport
+from service.catalog_text import clean_text
 from service.metrics import REDIS_ERRORS, note_storage_condition
+from service.product_ids import looks_like_product_id
 from service.redis_clients import close_client, open_client
 from service.storage_faults import Diagnosis, Fault, diagnose
 
@@ -56,6 +59,15 @@ IDEMPOTENT_RETRY = AsyncRetry(
 # A sweep's progress: keys scanned so far, and carts deleted so far (None when nothing is deleted).
 SweepProgress = Callable[[int, int | None], None]
 DAMAGED_STAMP = "unreadable _last_accessed (not Unix seconds)"
+# A readable line (``parse_line``; the scripts' ``readable_quantity`` checks the same shape): a quantity of
+# 1..MAX_STORED_QUANTITY (WEFT_MAX_QUANTITY's own upper bound, so lines written under a higher old setting stay
+# readable), a name, a positive price of at most 12 integer digits and 2 places, under a product id field.
+MAX_STORED_QUANTITY = 1_000_000
+_STORED_PRICE = re.compile(r"\d{1,12}(\.\d{1,2})?")
+# A readable stamp: Unix seconds after 0 and at most this far ahead of now (clock skew between hosts).
+MAX_STAMP_AHEAD_SECONDS = 86400
+# Commands the scripts run on a cart key, checked by the readiness probe; EXPIRE or PERSIST by the TTL setting.
+SCRIPT_COMMANDS = ("HGET", "HLEN", "HEXISTS", "HGETALL", "HSET", "HDEL")
 
 
 class CartStorageError(RuntimeError):
@@ -65,10 +77,13 @@ class CartStorageError(RuntimeError):
     have run, so a change that is not idempotent must not be repeated blindly.
     """
 
-    def __init__(self, message: str, *, maybe_applied: bool, kind: str = Fault.UNREACHABLE) -> None:
+    def __init__(
+        self, message: str, *, maybe_applied: bool, kind: str = Fault.UNREACHABLE, missing: Sequence[str] = ()
+    ) -> None:
         super().__init__(message)
         self.maybe_applied = maybe_applied
         self.kind = Fault(kind)
+        self.missing = tuple(missing)  # the commands the ACL denies, when the probe knows them
 
 
 class CartRejected(ValueError):
@@ -92,6 +107,7 @@ class CartLine:
 class Cart:
     lines: tuple[CartLine, ...]
     last_accessed: int | None
+    damaged_lines: int = 0  # stored lines that are unreadable: left out of ``lines`` and of every total
 
     @property
     def is_empty(self) -> bool:
@@ -138,8 +154,15 @@ end
 local function line_count(key)
   return redis.call('HLEN', key) - redis.call('HEXISTS', key, '_last_accessed')
 end
-local function quantity_of(value)
-  return tonumber(string.match(value, '^{"q":(%d+)')) or 0
+-- A line's quantity if the line has the stored shape {"q":N,"n":"…","p":"D.DD"} (service.carts.parse_line
+-- is the whole definition), else nil: the scripts never build on a line they cannot read.
+local function readable_quantity(value)
+  local quantity, price = string.match(value, '^{"q":([1-9]%d*),"n":".*","p":"([%d.]+)"}$')
+  quantity = tonumber(quantity)
+  if not quantity or quantity > 1000000 then return nil end
+  local whole = string.match(price, '^(%d+)$') or string.match(price, '^(%d+)%.%d%d?$')
+  if not whole or #whole > 12 or tonumber(price) <= 0 then return nil end
+  return quantity
 end
 """
 
@@ -152,8 +175,10 @@ local max_quantity, max_lines = tonumber(ARGV[4]), tonumber(ARGV[5])
 local current = redis.call('HGET', key, field)
 local quantity = delta
 if current then
-  quantity = quantity_of(current) + delta
-  if quantity > max_quantity then return {'quantity_limit', quantity - delta} end
+  local stored = readable_quantity(current)
+  if not stored then return {'damaged_line', 0} end
+  quantity = stored + delta
+  if quantity > max_quantity then return {'quantity_limit', stored} end
 else
   local lines = line_count(key)
   if lines >= max_lines then return {'line_limit', lines} end
@@ -173,10 +198,12 @@ local current = redis.call('HGET', key, field)
 if not current then return {'not_in_cart', 0} end
 if quantity == 0 then
   redis.call('HDEL', key, field)
-  if line_count(key) == 0 then
-    redis.pcall('DEL', key)
+  if line_count(key) == 0 then  -- the stamp is the only field left: deleting it deletes the key (no DEL needed)
+    redis.pcall('HDEL', key, '_last_accessed')
     return {'ok', {}}
   end
+elseif not readable_quantity(current) then
+  return {'damaged_line', 0}
 else
   redis.call('HSET', key, field, (string.gsub(current, '^{"q":%d+', '{"q":' .. quantity, 1)))
 end
@@ -193,24 +220,36 @@ return {'ok', touch(KEYS[1], ARGV[2], tonumber(ARGV[1]))}
 """
     )
 
-    # KEYS[1] the probe key (no cart). What a cart write needs: EVALSHA, write rights on a key of the
-    # cart shape, and memory (Redis refuses a script's first write under maxmemory). Leaves nothing.
+    # KEYS[1] the probe key (no cart); ARGV[1] 'EXPIRE' or 'PERSIST' (what the TTL setting uses), ARGV[2..] the
+    # commands the scripts run. Returns the commands the ACL denies on a key of the cart shape (checked with
+    # redis.acl_check_cmd, Redis 7+, which runs nothing), plus DEL (clear_cart's) if denied. Only when every
+    # script command is allowed does it write: HSET then HDEL of the only field, which removes the key, so
+    # nothing stays whatever the ACL denies; the HSET is the script's first write, which Redis refuses under
+    # maxmemory. Without acl_check_cmd (fakeredis) the write and its removal are the check.
     PROBE_SCRIPT = """
-redis.call('HSET', KEYS[1], '_probe', '1')
-redis.call('DEL', KEYS[1])
-return 'ok'
+local key = KEYS[1]
+local denied = {}
+if redis.acl_check_cmd then
+  local samples = {HGET = {'f'}, HEXISTS = {'f'}, HSET = {'f', 'v'}, HDEL = {'f'}, EXPIRE = {'1'}}
+  for index = 1, #ARGV do
+    local command = ARGV[index]
+    if not redis.acl_check_cmd(command, key, unpack(samples[command] or {})) then table.insert(denied, command) end
+  end
+  if #denied > 0 then return denied end
+  if not redis.acl_check_cmd('DEL', key) then table.insert(denied, 'DEL') end
+end
+redis.call('HSET', key, '_probe', '1')
+redis.call('HDEL', key, '_probe')
+return denied
 """
 
-    # KEYS[1] a scanned key; writes nothing (reading is not an access). What a sweep needs to know of a
-    # key: its type and, for a hash, its line count and raw stamp (judged in Python: ``_key_state``).
-    INSPECT_SCRIPT = (
-        _TOUCH
-        + """
+    # KEYS[1] a scanned key; writes nothing (reading is not an access). What a sweep needs to know of a key:
+    # its type and, for a hash, every field, judged in Python by the one definition (``_key_state``).
+    INSPECT_SCRIPT = """
 local kind = redis.call('TYPE', KEYS[1])['ok']
-if kind ~= 'hash' then return {kind, 0, false} end
-return {kind, line_count(KEYS[1]), redis.call('HGET', KEYS[1], '_last_accessed')}
+if kind ~= 'hash' then return {kind, {}} end
+return {kind, redis.call('HGETALL', KEYS[1])}
 """
-    )
 
     # KEYS[1] cart; ARGV[1] cutoff (Unix seconds). Deletes the cart only if it is still idle, so a chat
     # that came back between the sweep's read and the delete keeps its cart. Returns 1 if deleted.
@@ -359,12 +398,12 @@ return 0
         """``count_carts`` as seen within the last few seconds: one SCAN sweep per worker serves a burst."""
         return await self.cart_counter.get()
 
-    async def count_with_damage(self, on_batch: SweepProgress | None = None) -> CountReport:
+    async def count_with_damage(self, on_batch: SweepProgress | None = None, *, now: int | None = None) -> CountReport:
         """Carts that exist, and the damaged keys of the cart shape (skipped, never counted as carts)."""
         report, scanned = CountReport(), 0
         async for batch in self._key_batches():
             scanned += len(batch)
-            for state in await self._inspect(batch):
+            for state in await self._inspect(batch, now):
                 if state.damage:
                     report.damage.note(state)
                 elif not state.gone:
@@ -378,7 +417,7 @@ return 0
         now = _now() if now is None else now
         listing = CartListing()
         async for batch in self._key_batches():
-            for state in await self._inspect(batch):
+            for state in await self._inspect(batch, now):
                 if state.damage:
                     listing.damage.note(state)
                 elif not state.gone and len(listing.carts) < limit:
@@ -426,13 +465,14 @@ return 0
         Each delete re-checks the stamp inside Redis, so a cart used since it was read is kept. A
         damaged key's age is unknown: it is skipped, never deleted by age. ``dry_run`` only counts.
         """
-        cutoff = (_now() if now is None else now) - older_than_seconds
+        now = _now() if now is None else now
+        cutoff = now - older_than_seconds
         report = PurgeReport(older_than_seconds=older_than_seconds, dry_run=dry_run)
         if not dry_run:
             await self._load(self._purge_if_idle)
         async for batch in self._key_batches():
             report.scanned += len(batch)
-            idle = _idle_keys(await self._inspect(batch), cutoff, report.damage)
+            idle = _idle_keys(await self._inspect(batch, now), cutoff, report.damage)
             report.idle += len(idle)
             if idle and not dry_run:
                 replies = await self._each_key(self._purge_if_idle, idle, cutoff)
@@ -453,9 +493,10 @@ return 0
         if batch:
             yield batch
 
-    async def _inspect(self, keys: list[str]) -> list[KeyState]:
+    async def _inspect(self, keys: list[str], now: int | None = None) -> list[KeyState]:
         replies = await self._each_key(self._inspect_key, keys)
-        return [_key_state(key, reply) for key, reply in zip(keys, replies, strict=True)]
+        now = _now() if now is None else now
+        return [_key_state(key, reply, now) for key, reply in zip(keys, replies, strict=True)]
 
     async def _load(self, script: AsyncScript) -> None:
         """SCRIPT LOAD (on a cluster, on every primary), so a pipeline can call the script by SHA."""
@@ -490,11 +531,35 @@ return 0
     async def ping(self) -> None:
         await _call(self.client.ping, idempotent=True)
 
-    async def probe(self) -> None:
-        """What readiness checks: a cart write through the tools' path (a ``CartStorageError`` says why not)."""
+    async def probe(self, *, scan: bool) -> tuple[str, ...]:
+        """What readiness checks, through the tools' path: the scripts' commands on a key of the cart shape,
+        a write (memory), and ``scan`` (what ``count_carts`` needs) with one ``SCAN 0 COUNT 1`` per primary.
+
+        A denied script command is a ``CartStorageError`` (permission) naming it: no cart tool can be relied
+        on. Returns the denied commands only some tools need (``DEL``: clear_cart; ``SCAN``: the count);
+        the probe leaves no key behind whatever the ACL denies (``PROBE_SCRIPT``).
+        """
         keys = [self.cart_key(PROBE_SESSION_KEY)]
-        await _call(lambda: self._probe(keys=keys, args=[]), idempotent=True)
-        note_storage_condition("ok")
+        needs = [*SCRIPT_COMMANDS, "EXPIRE" if self.ttl_seconds > 0 else "PERSIST"]
+        denied = list(await _call(lambda: self._probe(keys=keys, args=needs), idempotent=True))
+        if set(denied) - {"DEL"}:
+            note_storage_condition(Fault.PERMISSION)
+            raise CartStorageError(
+                f"Redis' ACL does not let this user run {', '.join(denied)} on the cart keys, which the cart "
+                "scripts need (permission)",
+                maybe_applied=False,
+                kind=Fault.PERMISSION,
+                missing=denied,
+            )
+        if scan:
+            try:
+                await self.client.execute_command("SCAN", 0, "MATCH", self.cart_pattern, "COUNT", 1)
+            except RedisError as exc:
+                if diagnose(exc).fault is not Fault.PERMISSION:
+                    raise _storage_error(exc) from exc
+                denied.append("SCAN")
+        note_storage_condition(Fault.PERMISSION if denied else "ok")
+        return tuple(denied)
 
     async def aclose(self) -> None:
         await close_client(self.client)
@@ -502,7 +567,7 @@ return 0
     @staticmethod
     def _check(product_id: str, quantity: int, *, low: int, high: int | None) -> None:
         """The store's own guard, whatever its caller checked: bad values would corrupt a line."""
-        if not product_id or product_id.startswith("_"):
+        if not looks_like_product_id(product_id):  # else the line would be unreadable (``parse_line``)
             raise ValueError(f"not a product id: {product_id!r}")
         if isinstance(quantity, bool) or not isinstance(quantity, int) or quantity < low:
             raise ValueError(f"quantity must be an integer of at least {low}, not {quantity!r}")
@@ -556,17 +621,26 @@ def _idle(last_accessed: int | None, now: int) -> int | None:
     return None if last_accessed is None else max(0, now - last_accessed)
 
 
-def _key_state(key: str, reply: list[Any]) -> KeyState:
-    """``INSPECT_SCRIPT``'s ``[type, lines, stamp]`` as a ``KeyState``."""
-    kind, lines, stamp = reply
+def _key_state(key: str, reply: list[Any], now: int) -> KeyState:
+    """``INSPECT_SCRIPT``'s ``[type, fields]`` as a ``KeyState``: damaged if of another type, or if its stamp
+    or any line is unreadable (the same ``parse_stamp`` and ``parse_line`` the tools read with)."""
+    kind, flat = reply
     if kind == "none":  # deleted since SCAN saw it
         return KeyState(key)
     if kind != "hash":
         return KeyState(key, damage=f"not a hash but a {kind}")
-    last_accessed = parse_stamp(stamp)
-    if stamp is not None and last_accessed is None:
-        return KeyState(key, int(lines), None, DAMAGED_STAMP)
-    return KeyState(key, int(lines), last_accessed)
+    fields = dict(zip(flat[::2], flat[1::2], strict=True))
+    stamp = fields.pop(LAST_ACCESSED_FIELD, None)
+    last_accessed = parse_stamp(stamp, now)
+    unreadable = sum(1 for field, value in fields.items() if parse_line(field, value) is None)
+    damage = [DAMAGED_STAMP] if stamp is not None and last_accessed is None else []
+    if unreadable:
+        damage.append(damaged_lines_text(unreadable))
+    return KeyState(key, len(fields), last_accessed, "; ".join(damage) or None)
+
+
+def damaged_lines_text(count: int) -> str:
+    return f"{count} unreadable line(s)"
 
 
 def _idle_keys(states: list[KeyState], cutoff: int, damage: DamageReport) -> list[str]:
@@ -581,51 +655,78 @@ def _idle_keys(states: list[KeyState], cutoff: int, damage: DamageReport) -> lis
 
 
 def _read_fields(detail: CartDetail, fields: dict[str, str], now: int) -> None:
-    """A cart hash's fields into ``detail``: the stamp (or why it is damaged) and every line, sorted by id."""
+    """A cart hash's fields into ``detail``: the stamp and every line, sorted by id; each unreadable line is
+    marked ``damaged`` and shown raw, and ``detail.damaged`` says why the key is not a readable cart."""
+    damage: list[str] = []
+    unreadable = 0
     for name, value in sorted(fields.items()):
         if name == LAST_ACCESSED_FIELD:
-            detail.last_accessed = parse_stamp(value)
+            detail.last_accessed = parse_stamp(value, now)
             detail.idle_seconds = _idle(detail.last_accessed, now)
             if detail.last_accessed is None:
-                detail.damaged = DAMAGED_STAMP
+                damage.insert(0, DAMAGED_STAMP)
             continue
         line = parse_line(name, value)
-        detail.lines.append(
-            {"product_id": name, "quantity": line.quantity, "name": line.name, "price": f"{line.price:.2f}"}
-            if line
-            else {"product_id": name, "raw": value}
-        )
+        if line is None:
+            unreadable += 1
+            detail.lines.append({"product_id": name, "raw": value, "damaged": True})
+        else:
+            detail.lines.append(
+                {"product_id": name, "quantity": line.quantity, "name": line.name, "price": f"{line.price:.2f}"}
+            )
+    if unreadable:
+        damage.append(damaged_lines_text(unreadable))
+    detail.damaged = "; ".join(damage) or None
 
 
-def parse_stamp(value: str | None) -> int | None:
-    """``_last_accessed`` as Unix seconds, or None when absent or unreadable (written by hand, or damaged)."""
-    try:
-        return int(value) if value is not None else None
-    except ValueError:
+def parse_stamp(value: str | None, now: int | None = None) -> int | None:
+    """``_last_accessed`` as Unix seconds, or None when absent or unreadable: not a plain positive integer, or
+    more than ``MAX_STAMP_AHEAD_SECONDS`` ahead of ``now`` (written by hand, or damaged)."""
+    if value is None or not value.isascii() or not value.isdigit() or len(value) > 12:
         return None
+    stamp = int(value)
+    latest = (_now() if now is None else now) + MAX_STAMP_AHEAD_SECONDS
+    return stamp if 0 < stamp <= latest else None
 
 
 def parse_line(product_id: str, value: str) -> CartLine | None:
-    """One stored line, or None when it is unreadable (written by hand, or damaged)."""
+    """One stored line, or None when it is unreadable (written by hand, or damaged): the one definition.
+
+    Readable: a field shaped like a product id, and ``{"q":N,"n":"…","p":"D.DD"}`` with N an integer of
+    1..``MAX_STORED_QUANTITY``, a string name (cleaned of control characters and escape sequences before
+    any client sees it) and a positive price of at most 12 integer digits and 2 places.
+    """
+    if not looks_like_product_id(product_id) or not value.startswith('{"q":'):
+        return None
     try:
         data = json.loads(value)
-        return CartLine(product_id, int(data["q"]), str(data["n"]), Decimal(data["p"]))
-    except (ValueError, KeyError, TypeError, InvalidOperation):
+    except ValueError:
         return None
+    if not isinstance(data, dict) or set(data) != {"q", "n", "p"}:
+        return None
+    quantity, name, price = data["q"], data["n"], data["p"]
+    if type(quantity) is not int or not 1 <= quantity <= MAX_STORED_QUANTITY or not isinstance(name, str):
+        return None
+    if not isinstance(price, str) or not _STORED_PRICE.fullmatch(price) or Decimal(price) <= 0:
+        return None
+    return CartLine(product_id, quantity, clean_text(name), Decimal(price))
 
 
 def _parse_cart(flat: list[str]) -> Cart:
-    """Turn HGETALL's flat field/value list into a cart; an unreadable line is skipped, not fatal."""
+    """Turn HGETALL's flat field/value list into a cart; unreadable lines are counted and left out."""
     lines: list[CartLine] = []
     last_accessed: int | None = None
+    damaged = 0
     for field, value in zip(flat[::2], flat[1::2], strict=True):
         if field == LAST_ACCESSED_FIELD:
             last_accessed = parse_stamp(value)
             continue
         line = parse_line(field, value)
         if line is None:
-            logger.warning("Skipping unreadable cart line %r", field)
+            damaged += 1
         else:
             lines.append(line)
+    if damaged:
+        logger.warning("Left out %d unreadable cart line(s)", damaged)
     lines.sort(key=lambda line: (line.name, line.product_id))
-    return Cart(lines=tuple(lines), last_accessed=last_accessed)
+    return Cart(lines=tuple(lines), last_accessed=last_accessed, damaged_lines=damaged)

@@ -103,7 +103,7 @@ async def test_view_of_unknown_cart_is_empty_and_writes_nothing(store: CartStore
 
 async def test_add_stores_one_readable_hash_per_cart(store: CartStore, key_prefix: str) -> None:
     """add writes ``<prefix>:cart:{session}`` as a HASH of compact, readable JSON lines plus ``_last_accessed``."""
-    cart = await store.add(SESSION, "p-42", 2, HEBREW_NAME, PRICE)
+    cart = await store.add(SESSION, "t:p-42", 2, HEBREW_NAME, PRICE)
 
     key = store.cart_key(SESSION)
     assert key == f"{key_prefix}:cart:{{{SESSION}}}"
@@ -111,15 +111,15 @@ async def test_add_stores_one_readable_hash_per_cart(store: CartStore, key_prefi
     assert [k async for k in store.client.scan_iter(match=f"{key_prefix}:*")] == [key]
 
     fields = await raw(store)
-    assert set(fields) == {"p-42", LAST_ACCESSED_FIELD}
-    value = fields["p-42"]
+    assert set(fields) == {"t:p-42", LAST_ACCESSED_FIELD}
+    value = fields["t:p-42"]
     assert json.loads(value) == {"q": 2, "n": HEBREW_NAME, "p": "24.40"}
     assert HEBREW_NAME in value and "\\u" not in value
     assert value.startswith('{"q":2,') and " " not in value.replace(HEBREW_NAME, "")
     assert abs(int(fields[LAST_ACCESSED_FIELD]) - time.time()) < 5
 
     assert [(line.product_id, line.quantity, line.name, line.price) for line in cart.lines] == [
-        ("p-42", 2, HEBREW_NAME, Decimal("24.40"))
+        ("t:p-42", 2, HEBREW_NAME, Decimal("24.40"))
     ]
     assert cart.last_accessed == int(fields[LAST_ACCESSED_FIELD])
 
@@ -129,19 +129,19 @@ async def test_add_stores_one_readable_hash_per_cart(store: CartStore, key_prefi
 
 async def test_add_sums_existing_line_and_appends_new_line(store: CartStore) -> None:
     """Adding to a line sums the quantities; another product makes a second line; the result reflects both."""
-    await store.add(SESSION, "a", 1, "Apricot jam", Decimal("10.5"))
-    cart = await store.add(SESSION, "a", 2, "Apricot jam", Decimal("10.5"))
-    assert quantities(cart) == {"a": 3}
+    await store.add(SESSION, "t:a", 1, "Apricot jam", Decimal("10.5"))
+    cart = await store.add(SESSION, "t:a", 2, "Apricot jam", Decimal("10.5"))
+    assert quantities(cart) == {"t:a": 3}
 
-    cart = await store.add(SESSION, "b", 4, "Blueberry jam", Decimal("7"))
-    assert quantities(cart) == {"a": 3, "b": 4}
+    cart = await store.add(SESSION, "t:b", 4, "Blueberry jam", Decimal("7"))
+    assert quantities(cart) == {"t:a": 3, "t:b": 4}
     assert [line.price for line in cart.lines] == [Decimal("10.50"), Decimal("7.00")]
     assert all(isinstance(line.price, Decimal) for line in cart.lines)
 
     fields = await raw(store)
-    assert json.loads(fields["a"])["q"] == 3
-    assert json.loads(fields["b"]) == {"q": 4, "n": "Blueberry jam", "p": "7.00"}
-    assert quantities(await store.view(SESSION)) == {"a": 3, "b": 4}
+    assert json.loads(fields["t:a"])["q"] == 3
+    assert json.loads(fields["t:b"]) == {"q": 4, "n": "Blueberry jam", "p": "7.00"}
+    assert quantities(await store.view(SESSION)) == {"t:a": 3, "t:b": 4}
 
 
 # 4. Limits
@@ -149,38 +149,38 @@ async def test_add_sums_existing_line_and_appends_new_line(store: CartStore) -> 
 
 async def test_quantity_limit_rejects_and_changes_nothing(store: CartStore) -> None:
     """Going past max_quantity raises CartRejected("quantity_limit", current) and leaves the hash untouched."""
-    await add(store, "a", 4)
+    await add(store, "t:a", 4)
     await store.client.hset(store.cart_key(SESSION), LAST_ACCESSED_FIELD, "1000")  # an old stamp, to see a touch
     before = await raw(store)
 
     with pytest.raises(CartRejected) as caught:
-        await add(store, "a", 2)
+        await add(store, "t:a", 2)
     assert (caught.value.reason, caught.value.current) == ("quantity_limit", 4)
     assert await raw(store) == before
 
     with pytest.raises(CartRejected) as caught:
-        await add(store, "b", 6)
+        await add(store, "t:b", 6)
     assert (caught.value.reason, caught.value.current) == ("quantity_limit", 0)
     assert await raw(store) == before
 
-    cart = await add(store, "a", 1)  # exactly up to the limit is fine
-    assert quantities(cart) == {"a": 5}
+    cart = await add(store, "t:a", 1)  # exactly up to the limit is fine
+    assert quantities(cart) == {"t:a": 5}
 
 
 async def test_line_limit_rejects_new_line_but_allows_existing(store: CartStore) -> None:
     """A new line past max_lines raises CartRejected("line_limit") and changes nothing; existing lines still grow."""
-    for product in ("a", "b", "c"):
+    for product in ("t:a", "t:b", "t:c"):
         await add(store, product)
     await store.client.hset(store.cart_key(SESSION), LAST_ACCESSED_FIELD, "1000")
     before = await raw(store)
 
     with pytest.raises(CartRejected) as caught:
-        await add(store, "d")
+        await add(store, "t:d")
     assert (caught.value.reason, caught.value.current) == ("line_limit", 3)
     assert await raw(store) == before
 
-    cart = await add(store, "a", 2)
-    assert quantities(cart) == {"a": 3, "b": 1, "c": 1}
+    cart = await add(store, "t:a", 2)
+    assert quantities(cart) == {"t:a": 3, "t:b": 1, "t:c": 1}
 
 
 # 5. Setting quantities and removing
@@ -188,31 +188,31 @@ async def test_line_limit_rejects_new_line_but_allows_existing(store: CartStore)
 
 async def test_set_quantity_changes_and_zero_removes_line(store: CartStore) -> None:
     """set_quantity overwrites the quantity (keeping name and price); 0 removes the line."""
-    await store.add(SESSION, "a", 1, HEBREW_NAME, PRICE)
-    await add(store, "b", 2)
+    await store.add(SESSION, "t:a", 1, HEBREW_NAME, PRICE)
+    await add(store, "t:b", 2)
 
-    cart = await store.set_quantity(SESSION, "a", 4)
-    assert quantities(cart) == {"a": 4, "b": 2}
-    assert json.loads((await raw(store))["a"]) == {"q": 4, "n": HEBREW_NAME, "p": "24.40"}
+    cart = await store.set_quantity(SESSION, "t:a", 4)
+    assert quantities(cart) == {"t:a": 4, "t:b": 2}
+    assert json.loads((await raw(store))["t:a"]) == {"q": 4, "n": HEBREW_NAME, "p": "24.40"}
 
-    cart = await store.set_quantity(SESSION, "a", 0)
-    assert quantities(cart) == {"b": 2}
-    assert set(await raw(store)) == {"b", LAST_ACCESSED_FIELD}
+    cart = await store.set_quantity(SESSION, "t:a", 0)
+    assert quantities(cart) == {"t:b": 2}
+    assert set(await raw(store)) == {"t:b", LAST_ACCESSED_FIELD}
 
 
 async def test_removing_last_line_deletes_key(store: CartStore) -> None:
     """A cart with no lines has no key: remove (or set_quantity 0) of the last line deletes it."""
-    await add(store, "a")
-    await add(store, "b")
-    await store.remove(SESSION, "a")
+    await add(store, "t:a")
+    await add(store, "t:b")
+    await store.remove(SESSION, "t:a")
     assert await exists(store) == 1
 
-    cart = await store.remove(SESSION, "b")
+    cart = await store.remove(SESSION, "t:b")
     assert cart.is_empty
     assert await exists(store) == 0
 
-    await add(store, "c")
-    assert (await store.set_quantity(SESSION, "c", 0)).is_empty
+    await add(store, "t:c")
+    assert (await store.set_quantity(SESSION, "t:c", 0)).is_empty
     assert await exists(store) == 0
 
 
@@ -226,15 +226,15 @@ async def test_change_of_absent_line_is_rejected_and_writes_nothing(store: CartS
         return await store.set_quantity(SESSION, product, 2)
 
     with pytest.raises(CartRejected) as caught:
-        await change("a")
+        await change("t:a")
     assert caught.value.reason == "not_in_cart"
     assert await exists(store) == 0
 
-    await add(store, "a")
+    await add(store, "t:a")
     await store.client.hset(store.cart_key(SESSION), LAST_ACCESSED_FIELD, "1000")
     before = await raw(store)
     with pytest.raises(CartRejected) as caught:
-        await change("b")
+        await change("t:b")
     assert caught.value.reason == "not_in_cart"
     assert await raw(store) == before
 
@@ -244,8 +244,8 @@ async def test_change_of_absent_line_is_rejected_and_writes_nothing(store: CartS
 
 async def test_clear_deletes_key_and_absent_cart_is_fine(store: CartStore) -> None:
     """clear deletes the cart's key; clearing a cart that does not exist is not an error."""
-    await add(store, "a")
-    await add(store, "b")
+    await add(store, "t:a")
+    await add(store, "t:b")
     assert (await store.clear(SESSION)).is_empty
     assert await exists(store) == 0
     assert (await store.view(SESSION)).is_empty
@@ -260,10 +260,10 @@ async def test_clear_deletes_key_and_absent_cart_is_fine(store: CartStore) -> No
 async def test_ttl_zero_means_no_expiry(make_store: StoreFactory) -> None:
     """With ttl_seconds=0 the cart key never expires (TTL -1), after writes and reads alike."""
     store = make_store(ttl_seconds=0)
-    await add(store, "a")
+    await add(store, "t:a")
     assert await store.client.ttl(store.cart_key(SESSION)) == -1
     await store.view(SESSION)
-    await store.set_quantity(SESSION, "a", 2)
+    await store.set_quantity(SESSION, "t:a", 2)
     assert await store.client.ttl(store.cart_key(SESSION)) == -1
 
 
@@ -271,7 +271,7 @@ async def test_sliding_ttl_is_refreshed_by_every_access(make_store: StoreFactory
     """With ttl_seconds=100 writes set the TTL and a plain view slides it back up and restamps _last_accessed."""
     store = make_store(ttl_seconds=100)
     key = store.cart_key(SESSION)
-    await add(store, "a")
+    await add(store, "t:a")
     assert 90 < await store.client.ttl(key) <= 100
 
     await store.client.expire(key, 5)
@@ -283,7 +283,7 @@ async def test_sliding_ttl_is_refreshed_by_every_access(make_store: StoreFactory
     assert cart.last_accessed == stamp
 
     await store.client.expire(key, 5)
-    await store.set_quantity(SESSION, "a", 2)
+    await store.set_quantity(SESSION, "t:a", 2)
     assert 90 < await store.client.ttl(key) <= 100
 
 
@@ -291,7 +291,7 @@ async def test_turning_expiry_off_makes_existing_carts_permanent(make_store: Sto
     """A cart written while a TTL was set stops expiring at its next access once the TTL setting is 0."""
     with_ttl = make_store(ttl_seconds=100)
     without_ttl = CartStore(with_ttl.client, backend=with_ttl.backend, key_prefix=with_ttl.key_prefix, ttl_seconds=0)
-    await add(with_ttl, "a")
+    await add(with_ttl, "t:a")
     assert await with_ttl.client.ttl(with_ttl.cart_key(SESSION)) > 0
     await without_ttl.view(SESSION)
     assert await without_ttl.client.ttl(without_ttl.cart_key(SESSION)) == -1
@@ -303,12 +303,12 @@ async def test_turning_expiry_off_makes_existing_carts_permanent(make_store: Sto
 @pytest.mark.parametrize(
     ("call", "error"),
     [
-        (lambda s: s.add(SESSION, "a", 0, "A", PRICE), ValueError),
-        (lambda s: s.add(SESSION, "a", -2, "A", PRICE), ValueError),
-        (lambda s: s.add(SESSION, "a", True, "A", PRICE), ValueError),
+        (lambda s: s.add(SESSION, "t:a", 0, "A", PRICE), ValueError),
+        (lambda s: s.add(SESSION, "t:a", -2, "A", PRICE), ValueError),
+        (lambda s: s.add(SESSION, "t:a", True, "A", PRICE), ValueError),
         (lambda s: s.add(SESSION, LAST_ACCESSED_FIELD, 1, "A", PRICE), ValueError),
-        (lambda s: s.set_quantity(SESSION, "a", -1), ValueError),
-        (lambda s: s.set_quantity(SESSION, "a", 6), CartRejected),
+        (lambda s: s.set_quantity(SESSION, "t:a", -1), ValueError),
+        (lambda s: s.set_quantity(SESSION, "t:a", 6), CartRejected),
         (lambda s: s.remove(SESSION, LAST_ACCESSED_FIELD), ValueError),
     ],
 )
@@ -316,7 +316,7 @@ async def test_bad_store_calls_change_nothing(
     store: CartStore, call: Callable[[CartStore], Awaitable[Cart]], error: type[Exception]
 ) -> None:
     """The store guards itself too: bad quantities or ids raise before the script runs."""
-    await add(store, "a", 2)
+    await add(store, "t:a", 2)
     before = await raw(store)
     with pytest.raises(error):
         await call(store)
@@ -328,15 +328,15 @@ async def test_bad_store_calls_change_nothing(
 
 async def test_sessions_are_isolated(store: CartStore) -> None:
     """Two sessions have separate carts: lines, changes and clears in one never show in the other."""
-    await add(store, "a", 2, session="alice")
-    await add(store, "b", 3, session="bob")
-    assert quantities(await store.view("alice")) == {"a": 2}
-    assert quantities(await store.view("bob")) == {"b": 3}
+    await add(store, "t:a", 2, session="alice")
+    await add(store, "t:b", 3, session="bob")
+    assert quantities(await store.view("alice")) == {"t:a": 2}
+    assert quantities(await store.view("bob")) == {"t:b": 3}
 
     with pytest.raises(CartRejected):
-        await store.remove("bob", "a")
+        await store.remove("bob", "t:a")
     await store.clear("alice")
-    assert quantities(await store.view("bob")) == {"b": 3}
+    assert quantities(await store.view("bob")) == {"t:b": 3}
     assert await exists(store, "alice") == 0
 
 
@@ -347,8 +347,8 @@ async def test_count_carts_counts_only_this_prefix(store: CartStore, key_prefix:
     """count_carts counts the carts under this prefix only, and follows deletions."""
     other = CartStore(store.client, backend=store.backend, key_prefix=f"{key_prefix}-other")
     for session in ("s1", "s2", "s3"):
-        await add(store, "a", session=session)
-    await add(other, "a", session="s1")
+        await add(store, "t:a", session=session)
+    await add(other, "t:a", session="s1")
     await store.client.set(f"{key_prefix}:not-a-cart", "x")
     await store.view("only-read")  # reading creates no cart
 
@@ -361,7 +361,7 @@ async def test_count_carts_counts_only_this_prefix(store: CartStore, key_prefix:
 async def test_count_carts_is_exact_across_scan_pages(store: CartStore, monkeypatch: pytest.MonkeyPatch) -> None:
     """With more carts than one SCAN page (COUNT 1000) count_carts follows the cursor and counts each once."""
     total = 1200
-    line = {"a": '{"q":1,"n":"x","p":"1.00"}', LAST_ACCESSED_FIELD: str(int(time.time()))}
+    line = {"t:a": '{"q":1,"n":"x","p":"1.00"}', LAST_ACCESSED_FIELD: str(int(time.time()))}
     async with store.client.pipeline(transaction=False) as pipe:
         for i in range(total):
             pipe.hset(store.cart_key(f"bulk-{i}"), mapping=line)
@@ -383,20 +383,81 @@ async def test_count_carts_is_exact_across_scan_pages(store: CartStore, monkeypa
 # 10. Robustness
 
 
-async def test_unreadable_line_is_skipped(store: CartStore) -> None:
-    """A line whose value is not a readable line (bad JSON, missing or bad fields) is skipped, not fatal."""
-    await add(store, "good", 2)
-    key = store.cart_key(SESSION)
-    await store.client.hset(key, mapping={
-        "garbage": "not json at all",
-        "no-name": '{"q":1,"p":"1.00"}',
-        "bad-price": '{"q":1,"n":"x","p":"cheap"}',
-        "not-object": "[1,2,3]",
-    })  # fmt: skip
+# Values written by hand (redis-cli HSET) on a real cart key: none is a readable line.
+GARBAGE_LINES: dict[str, str] = {
+    "t:negative": '{"q":-3,"n":"\\u001b[31mx","p":"-5"}',
+    "t:huge-float": '{"q":1e308,"n":"x","p":"1.00"}',
+    "t:huge-int": '{"q":' + "9" * 300 + ',"n":"x","p":"1.00"}',
+    "t:too-many": '{"q":1000001,"n":"x","p":"1.00"}',
+    "t:zero": '{"q":0,"n":"x","p":"1.00"}',
+    "t:text-q": '{"q":"x","n":"x","p":"1.00"}',
+    "t:fraction-q": '{"q":1.5,"n":"x","p":"1.00"}',
+    "t:bool-q": '{"q":true,"n":"x","p":"1.00"}',
+    "t:garbage": "garbage",
+    "t:list": "[1,2]",
+    "t:only-q": '{"q":"x"}',
+    "t:no-name": '{"q":1,"p":"1.00"}',
+    "t:number-name": '{"q":1,"n":5,"p":"1.00"}',
+    "t:bad-price": '{"q":1,"n":"x","p":"cheap"}',
+    "t:free": '{"q":1,"n":"x","p":"0.00"}',
+    "t:three-places": '{"q":1,"n":"x","p":"1.005"}',
+    "t:float-price": '{"q":1,"n":"x","p":1.5}',
+    "t:huge-price": '{"q":1,"n":"x","p":"1234567890123.00"}',
+    "t:nan-price": '{"q":1,"n":"x","p":"NaN"}',
+    "ZQXforeign": '{"q":1,"n":"x","p":"1.00"}',  # a well-formed value under a field that is no product id
+    "t:\x1b[31m": '{"q":1,"n":"x","p":"1.00"}',  # a product id carrying an escape sequence
+}
+
+
+async def plant_garbage(store: CartStore, session: str = SESSION, lines: dict[str, str] = GARBAGE_LINES) -> None:
+    await store.client.hset(store.cart_key(session), mapping=lines)
+
+
+async def test_unreadable_lines_are_left_out_counted_and_never_totalled(store: CartStore) -> None:
+    """Every garbage value is left out of the cart and counted as damaged; the readable line stays usable."""
+    await add(store, "t:good", 2)
+    await plant_garbage(store)
 
     cart = await store.view(SESSION)
-    assert quantities(cart) == {"good": 2}
-    assert quantities(await add(store, "good")) == {"good": 3}
+    assert quantities(cart) == {"t:good": 2}
+    assert cart.damaged_lines == len(GARBAGE_LINES)
+    assert quantities(await add(store, "t:good")) == {"t:good": 3}
+    assert (await store.set_quantity(SESSION, "t:good", 1)).damaged_lines == len(GARBAGE_LINES)
+
+
+@pytest.mark.parametrize("field", sorted(GARBAGE_LINES))
+async def test_one_garbage_line_alone_is_damaged_not_an_empty_cart(store: CartStore, field: str) -> None:
+    await plant_garbage(store, lines={field: GARBAGE_LINES[field]})
+    cart = await store.view(SESSION)
+    assert (cart.lines, cart.damaged_lines) == ((), 1)
+
+
+async def test_names_reach_the_client_without_control_characters(store: CartStore) -> None:
+    await store.client.hset(store.cart_key(SESSION), "t:x", '{"q":2,"n":"\\u001b[31mRed\\u0007 jam\\n","p":"3.50"}')
+    cart = await store.view(SESSION)
+    assert [(line.name, line.quantity) for line in cart.lines] == [("Red jam ", 2)]
+
+
+@pytest.mark.parametrize("value", ["garbage", '{"q":-3,"n":"x","p":"1.00"}', '{"q":1,"n":"x","p":"0"}'])
+async def test_add_and_update_refuse_a_damaged_line_and_change_nothing(store: CartStore, value: str) -> None:
+    """The scripts never build on a line they cannot read: add and update say so; removing it works."""
+    await add(store, "t:good")
+    await store.client.hset(store.cart_key(SESSION), "t:bad", value)
+    before = await raw(store)
+    for change in (lambda: add(store, "t:bad", 2), lambda: store.set_quantity(SESSION, "t:bad", 3)):
+        with pytest.raises(CartRejected) as raised:
+            await change()
+        assert raised.value.reason == "damaged_line"
+        assert await raw(store) == before
+    cart = await store.remove(SESSION, "t:bad")
+    assert (quantities(cart), cart.damaged_lines) == ({"t:good": 1}, 0)
+    assert "t:bad" not in await raw(store)
+
+
+async def test_removing_the_last_line_leaves_no_key_even_with_a_stamp(store: CartStore) -> None:
+    await add(store, "t:a")
+    await store.remove(SESSION, "t:a")
+    assert await exists(store) == 0
 
 
 # 11-12. Concurrency
@@ -405,11 +466,11 @@ async def test_unreadable_line_is_skipped(store: CartStore) -> None:
 async def test_concurrent_adds_lose_nothing(make_store: StoreFactory) -> None:
     """50 concurrent adds of 1 to one line end at exactly 50, and 50 more at 100 (the script's RMW is atomic)."""
     store = make_store(max_quantity=1000)
-    await asyncio.gather(*(add(store, "a") for _ in range(50)))  # racing to create the line
-    assert quantities(await store.view(SESSION)) == {"a": 50}
-    await asyncio.gather(*(add(store, "a") for _ in range(50)))  # racing on an existing line
-    assert quantities(await store.view(SESSION)) == {"a": 100}
-    assert json.loads((await raw(store))["a"])["q"] == 100
+    await asyncio.gather(*(add(store, "t:a") for _ in range(50)))  # racing to create the line
+    assert quantities(await store.view(SESSION)) == {"t:a": 50}
+    await asyncio.gather(*(add(store, "t:a") for _ in range(50)))  # racing on an existing line
+    assert quantities(await store.view(SESSION)) == {"t:a": 100}
+    assert json.loads((await raw(store))["t:a"])["q"] == 100
 
 
 def _add_in_process(redis_url: str, key_prefix: str, adds: int, start: multiprocessing.synchronize.Barrier) -> None:
@@ -421,7 +482,7 @@ def _add_in_process(redis_url: str, key_prefix: str, adds: int, start: multiproc
             await store.ping()
             await asyncio.to_thread(start.wait, 30)
             for _ in range(adds):
-                await store.add("shared", "a", 1, "Apricot jam", PRICE)
+                await store.add("shared", "t:a", 1, "Apricot jam", PRICE)
         finally:
             await store.aclose()
 
@@ -448,7 +509,7 @@ async def test_two_processes_adding_lose_nothing(store: CartStore, request: pyte
     assert [worker.exitcode for worker in workers] == [0, 0]
 
     cart = await store.view("shared")
-    assert quantities(cart) == {"a": 200}
+    assert quantities(cart) == {"t:a": 200}
 
 
 # 13. One round trip per call
@@ -456,10 +517,10 @@ async def test_two_processes_adding_lose_nothing(store: CartStore, request: pyte
 
 async def test_each_cart_call_sends_one_client_command(store: CartStore, monkeypatch: pytest.MonkeyPatch) -> None:
     """Seen from the client, every cart call is one command: EVALSHA (scripts already loaded) or DEL for clear."""
-    await add(store, "a")
-    await add(store, "b")
+    await add(store, "t:a")
+    await add(store, "t:b")
     await store.view(SESSION)
-    await store.set_quantity(SESSION, "a", 2)  # all three scripts are loaded now
+    await store.set_quantity(SESSION, "t:a", 2)  # all three scripts are loaded now
 
     sent: list[str] = []
     execute_command = store.client.execute_command
@@ -471,10 +532,10 @@ async def test_each_cart_call_sends_one_client_command(store: CartStore, monkeyp
     monkeypatch.setattr(store.client, "execute_command", recording_execute_command)
     observed: dict[str, list[str]] = {}
     for name, call in [
-        ("add", lambda: add(store, "a")),
+        ("add", lambda: add(store, "t:a")),
         ("view", lambda: store.view(SESSION)),
-        ("set_quantity", lambda: store.set_quantity(SESSION, "a", 4)),
-        ("remove", lambda: store.remove(SESSION, "b")),
+        ("set_quantity", lambda: store.set_quantity(SESSION, "t:a", 4)),
+        ("remove", lambda: store.remove(SESSION, "t:b")),
         ("view_absent", lambda: store.view("absent")),
         ("clear", lambda: store.clear(SESSION)),
     ]:
@@ -502,16 +563,16 @@ async def test_commandstats_show_one_script_call_per_cart_call(
     admin = redis.Redis.from_url(request.getfixturevalue("redis_url"))
 
     # Warm-up: load all three scripts, and leave two lines so the measured remove keeps the key.
-    await add(store, "a")
-    await add(store, "b")
+    await add(store, "t:a")
+    await add(store, "t:b")
     await store.view(SESSION)
-    await store.set_quantity(SESSION, "a", 2)
+    await store.set_quantity(SESSION, "t:a", 2)
 
     calls: list[tuple[str, str, Callable[[], Awaitable[Any]]]] = [
-        ("add", "evalsha", lambda: add(store, "a")),
+        ("add", "evalsha", lambda: add(store, "t:a")),
         ("view", "evalsha", lambda: store.view(SESSION)),
-        ("set_quantity", "evalsha", lambda: store.set_quantity(SESSION, "a", 4)),
-        ("remove", "evalsha", lambda: store.remove(SESSION, "b")),
+        ("set_quantity", "evalsha", lambda: store.set_quantity(SESSION, "t:a", 4)),
+        ("remove", "evalsha", lambda: store.remove(SESSION, "t:b")),
         ("clear", "del", lambda: store.clear(SESSION)),
     ]
     try:
@@ -544,9 +605,9 @@ async def test_counting_and_scanning_ignore_a_deployment_whose_prefix_extends_th
     mine = make_store()
     theirs = make_store(key_prefix=f"{key_prefix}:cart:eu")
     for session in ("m1", "m2"):
-        await add(mine, "a", session=session)
+        await add(mine, "t:a", session=session)
     for session in ("t1", "t2", "t3"):
-        await add(theirs, "a", session=session)
+        await add(theirs, "t:a", session=session)
     await mine.client.set(f"{key_prefix}:cart:loose", "x")  # under the prefix, not of the cart shape
     await mine.client.set(f"{key_prefix}:cart:{{m9}}:tail", "x")
 
@@ -557,11 +618,11 @@ async def test_counting_and_scanning_ignore_a_deployment_whose_prefix_extends_th
 
 
 async def test_a_non_integer_stamp_does_not_break_reading_or_adding(store: CartStore) -> None:
-    await add(store, "a", 2)
+    await add(store, "t:a", 2)
     await store.client.hset(store.cart_key(SESSION), LAST_ACCESSED_FIELD, "yesterday")
     cart = await store.view(SESSION)
-    assert quantities(cart) == {"a": 2}
-    assert quantities(await add(store, "a")) == {"a": 3}
+    assert quantities(cart) == {"t:a": 2}
+    assert quantities(await add(store, "t:a")) == {"t:a": 3}
 
 
 async def test_a_cart_key_of_another_type_is_damaged_and_left_alone(store: CartStore) -> None:
@@ -570,9 +631,9 @@ async def test_a_cart_key_of_another_type_is_damaged_and_left_alone(store: CartS
     await store.client.set(key, "foreign", ex=1000)
     for call in (
         lambda: store.view(SESSION),
-        lambda: add(store, "a"),
-        lambda: store.set_quantity(SESSION, "a", 2),
-        lambda: store.remove(SESSION, "a"),
+        lambda: add(store, "t:a"),
+        lambda: store.set_quantity(SESSION, "t:a", 2),
+        lambda: store.remove(SESSION, "t:a"),
     ):
         with pytest.raises(CartStorageError) as raised:
             await call()
@@ -584,7 +645,7 @@ async def test_a_cart_key_of_another_type_is_damaged_and_left_alone(store: CartS
 async def test_one_count_serves_a_burst_and_a_later_call_recounts(store: CartStore) -> None:
     """16 concurrent counts share one SCAN sweep; within the window the count is reused; after it, redone."""
     for session in ("c1", "c2", "c3"):
-        await add(store, "a", session=session)
+        await add(store, "t:a", session=session)
     scans = 0
     scan = store.client.scan
 
@@ -601,7 +662,7 @@ async def test_one_count_serves_a_burst_and_a_later_call_recounts(store: CartSto
     assert {count.carts for count in counts} == {3} and scans == 1
     assert len({count.counted_at for count in counts}) == 1
 
-    await add(store, "a", session="c4")
+    await add(store, "t:a", session="c4")
     now[0] += 2
     again = await store.counted_carts()
     assert again.carts == 3 and scans == 1 and again.age_seconds(now[0]) == pytest.approx(2)
@@ -611,7 +672,7 @@ async def test_one_count_serves_a_burst_and_a_later_call_recounts(store: CartSto
 
 
 async def test_a_failed_count_is_not_kept(store: CartStore) -> None:
-    await add(store, "a")
+    await add(store, "t:a")
     scan = store.client.scan
     failures = [redis.exceptions.ResponseError("NOPERM this user has no permissions to run the 'scan' command")]
 
@@ -640,8 +701,8 @@ async def plant_damage(store: CartStore) -> dict[str, str]:
     """Three damaged keys of the cart shape (a string, a list, a cart with an unreadable stamp) -> reasons."""
     await store.client.set(store.cart_key("str"), "not a cart")
     await store.client.rpush(store.cart_key("lst"), "a", "b")
-    await add(store, "a", session="bad-stamp")
-    await add(store, "b", session="bad-stamp")
+    await add(store, "t:a", session="bad-stamp")
+    await add(store, "t:b", session="bad-stamp")
     await stamp(store, "bad-stamp", "yesterday")
     return {
         store.cart_key("str"): "not a hash but a string",
@@ -669,7 +730,7 @@ async def test_session_key_of_inverts_cart_key(store: CartStore, key_prefix: str
 
 async def test_count_with_damage_counts_carts_and_names_damaged_keys(store: CartStore, key_prefix: str) -> None:
     for session in ("c1", "c2"):
-        await add(store, "a", session=session)
+        await add(store, "t:a", session=session)
     damaged = await plant_damage(store)
     other = CartStore(store.client, backend=store.backend, key_prefix=f"{key_prefix}:cart:eu")
     await other.client.set(other.cart_key("foreign"), "x")  # another deployment's damage is not ours
@@ -687,9 +748,9 @@ async def test_count_with_damage_counts_carts_and_names_damaged_keys(store: Cart
 async def test_list_carts_gives_line_counts_and_idle_ages(store: CartStore) -> None:
     for lines, session in enumerate(("one", "two", "three"), start=1):
         for index in range(lines):
-            await add(store, f"p{index}", session=session)
+            await add(store, f"t:p{index}", session=session)
         await stamp(store, session, NOW - lines * DAY)
-    await add(store, "a", session="no-stamp")
+    await add(store, "t:a", session="no-stamp")
     await store.client.hdel(store.cart_key("no-stamp"), LAST_ACCESSED_FIELD)
     damaged = await plant_damage(store)
     before = await snapshot(store)
@@ -704,27 +765,27 @@ async def test_list_carts_gives_line_counts_and_idle_ages(store: CartStore) -> N
     }
     assert listing.damage.reasons == damaged
     assert len((await store.list_carts(2, now=NOW)).carts) == 2
-    earlier = await store.list_carts(10, now=NOW - 10 * DAY)  # every stamp "in the future": idle 0, never negative
-    assert {cart.idle_seconds for cart in earlier.carts} == {0, None}
+    earlier = await store.list_carts(10, now=NOW - 2 * DAY)  # a stamp up to a day "in the future": idle 0
+    assert {cart.session_key: cart.idle_seconds for cart in earlier.carts}["one"] == 0
     assert await snapshot(store) == before
 
 
 async def test_cart_detail_shows_ttl_stamp_lines_and_damage(make_store: StoreFactory) -> None:
     store = make_store(ttl_seconds=1000)
-    await store.add("full", "b", 2, HEBREW_NAME, PRICE)
-    await store.add("full", "a", 1, "Apricot jam", Decimal("10.5"))
-    await store.client.hset(store.cart_key("full"), "z-broken", "not json")
+    await store.add("full", "t:b", 2, HEBREW_NAME, PRICE)
+    await store.add("full", "t:a", 1, "Apricot jam", Decimal("10.5"))
+    await store.client.hset(store.cart_key("full"), "t:z-broken", "not json")
     await stamp(store, "full", NOW - 90)
     before = await snapshot(store)
 
     detail = await store.cart_detail("full", now=NOW)
     assert (detail.session_key, detail.key, detail.exists) == ("full", store.cart_key("full"), True)
     assert 990 <= (detail.ttl_seconds or 0) <= 1000
-    assert (detail.last_accessed, detail.idle_seconds, detail.damaged) == (NOW - 90, 90, None)
+    assert (detail.last_accessed, detail.idle_seconds, detail.damaged) == (NOW - 90, 90, "1 unreadable line(s)")
     assert detail.lines == [
-        {"product_id": "a", "quantity": 1, "name": "Apricot jam", "price": "10.50"},
-        {"product_id": "b", "quantity": 2, "name": HEBREW_NAME, "price": "24.40"},
-        {"product_id": "z-broken", "raw": "not json"},
+        {"product_id": "t:a", "quantity": 1, "name": "Apricot jam", "price": "10.50"},
+        {"product_id": "t:b", "quantity": 2, "name": HEBREW_NAME, "price": "24.40"},
+        {"product_id": "t:z-broken", "raw": "not json", "damaged": True},
     ]
     assert await snapshot(store) == before  # no stamp, no TTL refresh
 
@@ -739,23 +800,23 @@ async def test_cart_detail_shows_ttl_stamp_lines_and_damage(make_store: StoreFac
 
 
 async def test_delete_cart_removes_one_cart_damaged_or_not(store: CartStore) -> None:
-    await add(store, "a", session="keep")
-    await add(store, "a", session="gone")
+    await add(store, "t:a", session="keep")
+    await add(store, "t:a", session="gone")
     await plant_damage(store)
     assert await store.delete_cart("gone") is True
     assert await store.delete_cart("gone") is False
     assert await store.delete_cart("str") is True and await store.delete_cart("bad-stamp") is True
     assert await store.delete_cart("nobody") is False
     assert await store.count_carts() == 2  # "keep" and the list, which nobody deleted
-    assert quantities(await store.view("keep")) == {"a": 1}
+    assert quantities(await store.view("keep")) == {"t:a": 1}
 
 
 async def test_purge_idle_deletes_only_carts_idle_past_the_age(store: CartStore) -> None:
     ages = {"old-1": 30 * DAY, "old-2": 8 * DAY, "edge": 7 * DAY, "fresh": DAY, "future": -DAY}
     for session, age in ages.items():
-        await add(store, "a", session=session)
+        await add(store, "t:a", session=session)
         await stamp(store, session, NOW - age)
-    await add(store, "a", session="no-stamp")
+    await add(store, "t:a", session="no-stamp")
     await store.client.hdel(store.cart_key("no-stamp"), LAST_ACCESSED_FIELD)
     damaged = await plant_damage(store)
     before = await snapshot(store)
@@ -779,19 +840,19 @@ async def test_purge_idle_keeps_a_cart_used_after_the_sweep_read_it(
 ) -> None:
     """The delete re-checks the stamp inside Redis: a chat that came back between read and delete keeps its cart."""
     for session in ("comes-back", "stays-away"):
-        await add(store, "a", session=session)
+        await add(store, "t:a", session=session)
         await stamp(store, session, int(time.time()) - 30 * DAY)
     inspect = store._inspect
 
-    async def inspect_then_use_the_cart(keys: list[str]) -> Any:
-        states = await inspect(keys)
+    async def inspect_then_use_the_cart(keys: list[str], now: int | None = None) -> Any:
+        states = await inspect(keys, now)
         await store.view("comes-back")  # a real access stamps it now
         return states
 
     monkeypatch.setattr(store, "_inspect", inspect_then_use_the_cart)
     report = await store.purge_idle(7 * DAY, now=int(time.time()))
     assert (report.idle, report.deleted) == (2, 1)
-    assert quantities(await store.view("comes-back")) == {"a": 1}
+    assert quantities(await store.view("comes-back")) == {"t:a": 1}
     assert await exists(store, "stays-away") == 0
 
 
@@ -803,15 +864,15 @@ async def test_purge_idle_across_scan_batches_survives_lost_scripts(
     if store.backend == "redis" and os.environ.get("WEFT_TEST_REDIS_URL"):
         pytest.skip("SCRIPT FLUSH is server-wide; not run against a shared WEFT_TEST_REDIS_URL server")
     total = SCAN_COUNT + 200
-    line = {"a": '{"q":1,"n":"x","p":"1.00"}', LAST_ACCESSED_FIELD: str(NOW - 30 * DAY)}
+    line = {"t:a": '{"q":1,"n":"x","p":"1.00"}', LAST_ACCESSED_FIELD: str(NOW - 30 * DAY)}
     async with store.client.pipeline(transaction=False) as pipe:
         for i in range(total):
             pipe.hset(store.cart_key(f"bulk-{i}"), mapping=line)
         await pipe.execute()
     inspect = store._inspect
 
-    async def inspect_then_forget_scripts(keys: list[str]) -> Any:
-        states = await inspect(keys)
+    async def inspect_then_forget_scripts(keys: list[str], now: int | None = None) -> Any:
+        states = await inspect(keys, now)
         await store.client.script_flush()  # the purge of this batch and the next batch's read meet NOSCRIPT
         return states
 
@@ -830,7 +891,7 @@ async def test_sweeps_call_their_scripts_by_sha(store: CartStore, request: pytes
     if os.environ.get("WEFT_TEST_REDIS_URL"):
         pytest.skip("CONFIG RESETSTAT is server-wide; not run against a shared WEFT_TEST_REDIS_URL server")
     for session in ("s1", "s2", "s3"):
-        await add(store, "a", session=session)
+        await add(store, "t:a", session=session)
         await stamp(store, session, NOW - 30 * DAY)
     admin = redis.Redis.from_url(request.getfixturevalue("redis_url"))
     try:
@@ -843,3 +904,56 @@ async def test_sweeps_call_their_scripts_by_sha(store: CartStore, request: pytes
         assert int(stats["cmdstat_evalsha"]["calls"]) == 3 + 3 + 3 + 3  # count, list, purge's read, purge's delete
     finally:
         admin.close()
+
+
+BAD_STAMPS = ["99999999999999999999999999", "9223372036854775807", str(NOW + 2 * DAY), "0", "-5", "1e9", " 12", ""]
+
+
+async def test_sweeps_report_carts_with_unreadable_lines_or_stamps_as_damaged(store: CartStore) -> None:
+    """A cart key with one garbage line, or a stamp out of range, is damaged in count, list, purge-idle and show:
+    never counted or listed as a cart, never deleted by age, each line of ``show`` marked."""
+    await add(store, "t:ok", session="fine")
+    await stamp(store, "fine", NOW - 30 * DAY)
+    expected: dict[str, str] = {}
+    for field, value in GARBAGE_LINES.items():
+        session = f"line-{len(expected)}"
+        await add(store, "t:ok", session=session)
+        await store.client.hset(store.cart_key(session), field, value)
+        await stamp(store, session, NOW - 30 * DAY)
+        expected[store.cart_key(session)] = "1 unreadable line(s)"
+    for when in BAD_STAMPS:
+        session = f"stamp-{len(expected)}"
+        await add(store, "t:ok", session=session)
+        await stamp(store, session, when)
+        expected[store.cart_key(session)] = "unreadable _last_accessed (not Unix seconds)"
+    before = await snapshot(store)
+
+    counted = await store.count_with_damage(now=NOW)
+    assert (counted.carts, counted.damage.reasons) == (1, expected)
+    listing = await store.list_carts(100, now=NOW)
+    assert [cart.session_key for cart in listing.carts] == ["fine"] and listing.damage.reasons == expected
+    dry = await store.purge_idle(7 * DAY, dry_run=True, now=NOW)
+    assert (dry.idle, dry.damage.reasons) == (1, expected)
+    report = await store.purge_idle(7 * DAY, now=NOW)
+    assert (report.deleted, report.damage.reasons) == (1, expected)
+    after = await snapshot(store)
+    assert set(before) - set(after) == {store.cart_key("fine")}  # damaged keys are never deleted by age
+
+    detail = await store.cart_detail("line-0", now=NOW)
+    assert detail.damaged == "1 unreadable line(s)"
+    assert [line.get("damaged", False) for line in detail.lines] == [True, False]
+    stamped = await store.cart_detail(f"stamp-{len(GARBAGE_LINES)}", now=NOW)
+    assert (stamped.damaged, stamped.last_accessed, stamped.idle_seconds) == (
+        "unreadable _last_accessed (not Unix seconds)", None, None,
+    )  # fmt: skip
+    for key in expected:
+        assert await store.delete_cart(store.session_key_of(key)) is True
+    assert await store.count_carts() == 0
+
+
+async def test_a_stamp_within_a_day_ahead_is_clock_skew_not_damage(store: CartStore) -> None:
+    await add(store, "t:a", session="ahead")
+    await stamp(store, "ahead", NOW + DAY)
+    listing = await store.list_carts(10, now=NOW)
+    assert [(cart.session_key, cart.idle_seconds) for cart in listing.carts] == [("ahead", 0)]
+    assert listing.damage.damaged == 0

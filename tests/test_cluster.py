@@ -116,7 +116,7 @@ def test_purge_idle_on_a_cluster_survives_scripts_lost_mid_sweep(
 ) -> None:
     """More carts than one SCAN batch; every primary flushes its scripts after the first batch is read."""
     total = SCAN_COUNT + 200
-    cart = {"a": '{"q":1,"n":"x","p":"1.00"}', "_last_accessed": str(int(time.time()) - 864000)}
+    cart = {"t:a": '{"q":1,"n":"x","p":"1.00"}', "_last_accessed": str(int(time.time()) - 864000)}
 
     async def scenario() -> tuple[int, int, int]:
         store = CartStore.connect(cluster.url, cluster=True, key_prefix="lost")
@@ -127,8 +127,8 @@ def test_purge_idle_on_a_cluster_survives_scripts_lost_mid_sweep(
             await pipe.execute()
             inspect = store._inspect
 
-            async def inspect_then_forget_scripts(keys: list[str]) -> Any:
-                states = await inspect(keys)
+            async def inspect_then_forget_scripts(keys: list[str], now: int | None = None) -> Any:
+                states = await inspect(keys, now)
                 await store.client.script_flush()  # every primary
                 return states
 

@@ -223,3 +223,35 @@ def test_two_deployments_with_overlapping_prefixes_side_by_side(carts, capsys, k
     code, out, _ = run(capsys, "purge-idle", "--older-than", "7d", "--yes", "--json")
     assert json.loads(out)["deleted"] == 3 and not any(carts.exists(key) for key in eu_keys)
     assert carts.exists(f"{key_prefix}:cart:{{chat-3}}")
+
+
+def test_carts_with_garbage_lines_or_stamps_are_reported_marked_and_purgeable(carts, capsys, key_prefix,
+                                                                              monkeypatch) -> None:
+    """Lines and stamps written by hand (redis-cli HSET) on real carts: every report names the key as damaged,
+    ``show`` marks the unreadable line without printing its escape sequence, and ``purge`` removes the key."""
+    monkeypatch.setattr("sys.stdin", open("/dev/null"))
+    line_key, stamp_key = (f"{key_prefix}:cart:{{{name}}}" for name in ("chat-1", "chat-3"))
+    carts.hset(line_key, "demo:i7", '{"q":-3,"n":"\\u001b[31mx","p":"-5"}')
+    carts.hset(stamp_key, "_last_accessed", "99999999999999999999999999")
+
+    code, out, err = run(capsys, "count", "--json")
+    counted = json.loads(out)
+    assert code == 0 and (counted["carts"], set(counted["damaged_keys"])) == (3, {line_key, stamp_key}), (counted, err)
+    code, out, err = run(capsys, "list", "--json", "--limit", "50")
+    assert {row["session_key"] for row in json.loads(out)} == {"chat-0", "chat-2", session_key(LONG_ID)}
+    assert "1 unreadable line(s)" in err and "unreadable _last_accessed" in err
+    code, out, err = run(capsys, "purge-idle", "--older-than", "1s", "--yes", "--json")
+    report = json.loads(out)
+    assert (report["damaged"], carts.exists(line_key), carts.exists(stamp_key)) == (2, 1, 1), report
+
+    code, out, _ = run(capsys, "show", "chat-1")
+    assert code == 0 and "DAMAGED: 1 unreadable line(s)" in out and "\x1b" not in out, out
+    marked = [row for row in out.splitlines() if "demo:i7" in row]
+    assert len(marked) == 1 and "unreadable" in marked[0], out
+    code, out, _ = run(capsys, "show", "chat-1", "--json")
+    lines = {line["product_id"]: line for line in json.loads(out)["lines"]}
+    assert lines["demo:i7"]["damaged"] is True and "demo:i0" in lines and not lines["demo:i0"].get("damaged")
+    for session in ("chat-1", "chat-3"):
+        code, out, _ = run(capsys, "purge", session, "--yes")
+        assert code == 0
+    assert not carts.exists(line_key) and not carts.exists(stamp_key)

@@ -147,6 +147,7 @@ def test_acl_users_without_rights_are_named_and_not_ready() -> None:
             with ServeProcess(env={"WEFT_REDIS_URL": url, "WEFT_KEY_PREFIX": prefix}) as shop:
                 status, body = readiness(shop)
                 assert (status, body["condition"]) == (503, "permission"), (user, body)
+                assert admin.keys(f"{prefix}:*") == [f"{prefix}:cart:{{acl-chat}}"]  # the probe left nothing
                 result = call_tool(shop.mcp_url, "add_to_cart", {"product_id": OATS}, session="acl-chat")
                 assert result.get("isError") is True and "permit" in text_of(result), (user, result)
                 assert "may still" not in text_of(result)
@@ -188,6 +189,77 @@ def test_a_burst_of_debug_calls_costs_one_scan() -> None:
             assert {d["active_sessions"] for d in data} == {3}
             assert len({d["counted_at"] for d in data}) == 1 and all(d["counted_seconds_ago"] < 5 for d in data)
             assert all("burst-" not in str(d["active_sessions"]) for d in data)
+    finally:
+        admin.close()
+        server.stop()
+
+
+# What each ACL user lacks, what /readyz must answer (status, condition, missing), and which tools must work.
+ACL_CASES = {
+    "noscan": (("+@all", "-scan"), 200, "degraded", ["SCAN"]),
+    "nodel": (("+@all", "-del"), 200, "degraded", ["DEL"]),
+    "nohdel": (("+@all", "-hdel"), 503, "unavailable", ["HDEL"]),
+    "noevalsha": (("+@all", "-evalsha"), 503, "unavailable", None),
+    "readonly": (("+@read", "+@connection", "+evalsha", "+eval", "+script|load"), 503, "unavailable", None),
+}
+
+
+def _tool_works(shop: ServeProcess, tool: str, arguments: dict, session: str) -> bool:
+    result = call_tool(shop.mcp_url, tool, arguments, session=session)
+    if result.get("isError"):
+        assert "permit" in text_of(result), (tool, result)  # the reason is named, never "retry"
+    return not result.get("isError")
+
+
+@pytest.mark.parametrize("user", sorted(ACL_CASES))
+def test_readiness_names_what_an_acl_user_lacks_and_leaves_no_key(user: str) -> None:
+    """/readyz checks the commands the enabled tools need, says which one is missing, writes nothing that
+    stays, and agrees with what the tools then do."""
+    rules, status_wanted, state, missing = ACL_CASES[user]
+    server = RedisProcess().start()
+    admin = redis.Redis.from_url(server.url, decode_responses=True)
+    prefix = new_prefix()
+    try:
+        admin.execute_command("ACL", "SETUSER", user, "on", ">u-Pa55", f"~{prefix}:*", "+@connection", *rules)
+        url = f"redis://{user}:u-Pa55@127.0.0.1:{server.port}/0"
+        with ServeProcess(env={"WEFT_REDIS_URL": url, "WEFT_KEY_PREFIX": prefix}) as shop:
+            for _ in range(2):
+                status, body = readiness(shop)
+                assert (status, body["status"], body["condition"]) == (status_wanted, state, "permission"), body
+                if missing:
+                    assert body["missing"] == missing and all(m in body["reason"] for m in missing), body
+                assert admin.keys(f"{prefix}:*") == [], admin.keys(f"{prefix}:*")  # the probe left nothing
+            admin.hset(f"{prefix}:cart:{{acl-chat}}", OATS, '{"q":1,"n":"Oats","p":"18.90"}')  # remove has a line
+            works = {
+                "add_to_cart": _tool_works(shop, "add_to_cart", {"product_id": OATS}, "acl-chat"),
+                "view_cart": _tool_works(shop, "view_cart", {}, "acl-chat"),
+                "debug_session": _tool_works(shop, "debug_session", {}, "acl-chat"),
+                "remove_from_cart": _tool_works(shop, "remove_from_cart", {"product_id": OATS}, "acl-chat"),
+                "clear_cart": _tool_works(shop, "clear_cart", {}, "acl-chat"),
+            }
+            if status_wanted == 200:  # degraded: exactly the tool the missing command serves fails
+                failing = {"SCAN": "debug_session", "DEL": "clear_cart"}[missing[0]]
+                assert [tool for tool, ok in works.items() if not ok] == [failing], works
+                assert failing in body["reason"], body
+            else:  # unavailable: a tool the scripts serve fails
+                assert not works["add_to_cart"] or not works["remove_from_cart"], works
+    finally:
+        admin.close()
+        server.stop()
+
+
+def test_a_user_without_scan_is_ready_when_the_debug_tool_is_off() -> None:
+    server = RedisProcess().start()
+    admin = redis.Redis.from_url(server.url, decode_responses=True)
+    prefix = new_prefix()
+    try:
+        admin.execute_command("ACL", "SETUSER", "noscan", "on", ">u-Pa55", f"~{prefix}:*", "+@all", "-scan")
+        url = f"redis://noscan:u-Pa55@127.0.0.1:{server.port}/0"
+        env = {"WEFT_REDIS_URL": url, "WEFT_KEY_PREFIX": prefix, "WEFT_DEBUG_TOOL": "false"}
+        with ServeProcess(env=env) as shop:
+            status, body = readiness(shop)
+            assert (status, body["status"]) == (200, "ready"), body
+            assert admin.keys(f"{prefix}:*") == []
     finally:
         admin.close()
         server.stop()

@@ -389,3 +389,58 @@ async def test_dirty_prices_are_never_bought_at_another_price(hostile_shop: Shop
         assert (await chat.ok("view_cart"))["items"] == []  # the refusal changed nothing
         cart = await chat.ok("add_to_cart", product_id="h:i12", quantity=2)
         assert cart["total"] == "2599.80"
+
+
+DAMAGED_LINES = {
+    "demo-market:i1101": '{"q":-3,"n":"\\u001b[31mx","p":"-5"}',
+    "demo-market:i1102": '{"q":1e308,"n":"x","p":"1.00"}',
+    "demo-market:i1103": "garbage",
+    "demo-market:i1104": "[1,2]",
+    "ZQXforeign": '{"q":1,"n":"x","p":"1.00"}',
+}
+
+
+async def test_a_cart_with_damaged_lines_says_so_and_keeps_working(shop: Shop) -> None:
+    """Hand-written garbage lines are left out of items and totals, named once with the way to remove them;
+    the shopper keeps using the readable lines, and nothing from a damaged line reaches the client."""
+    async with Client(create_server(shop)) as client:
+        chat = Chat(client, "dmg")
+        await chat.ok("add_to_cart", product_id=OATS, quantity=2)
+        await shop.carts.client.hset(shop.carts.cart_key("dmg"), mapping=DAMAGED_LINES)
+        for tool, arguments in (("view_cart", {}), ("add_to_cart", {"product_id": OATS}),
+                                ("update_cart_item", {"product_id": OATS, "quantity": 2})):  # fmt: skip
+            result = await chat.call(tool, **arguments)
+            text, data = result.content[0].text, result.structured_content
+            assert not result.is_error, text
+            assert [(item["id"], item["quantity"]) for item in data["items"]] == [(OATS, 2 + (tool == "add_to_cart"))]
+            assert data["damaged_lines"] == len(DAMAGED_LINES)
+            assert data["item_count"] == data["items"][0]["quantity"]
+            assert data["total"] == f"{18.90 * data['item_count']:.2f}"
+            assert text.count("damaged") == 1 and "5 stored line(s)" in text and "clear_cart" in text, text
+            assert "weft-mcp sessions purge" in text
+            assert "\x1b" not in str(result) and "1e308" not in text and "retry" not in text
+            await chat.ok("update_cart_item", product_id=OATS, quantity=2)
+
+
+async def test_a_cart_of_only_damaged_lines_is_not_called_empty(shop: Shop) -> None:
+    async with Client(create_server(shop)) as client:
+        chat = Chat(client, "only-dmg")
+        await shop.carts.client.hset(shop.carts.cart_key("only-dmg"), mapping=DAMAGED_LINES)
+        result = await chat.call("view_cart")
+        text = result.content[0].text
+        assert not result.is_error and "empty" not in text and "damaged" in text, text
+        assert (result.structured_content["item_count"], result.structured_content["damaged_lines"]) == (0, 5)
+        assert "damaged" in await chat.error("add_to_cart", product_id="demo-market:i1103")
+        assert "damaged" in await chat.error("update_cart_item", product_id="demo-market:i1103", quantity=1)
+        assert (await chat.ok("remove_from_cart", product_id="demo-market:i1103"))["damaged_lines"] == 4
+        cleared = await chat.ok("clear_cart")
+        assert (cleared["items"], cleared["damaged_lines"]) == ([], 0)
+        assert await raw_cart(shop, "only-dmg") == {}
+
+
+async def test_an_intact_cart_reports_no_damaged_lines(shop: Shop) -> None:
+    async with Client(create_server(shop)) as client:
+        chat = Chat(client, "intact")
+        cart = await chat.ok("add_to_cart", product_id=OATS)
+        assert cart["damaged_lines"] == 0
+        assert "damaged" not in (await chat.call("view_cart")).content[0].text
