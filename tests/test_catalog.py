@@ -57,7 +57,7 @@ def test_real_records_without_url_get_name_hash_ids(real: Catalog) -> None:
 
 
 def test_real_positional_ids_mean_file_positions(real: Catalog, shared_catalog_file: Path) -> None:
-    """The original server's ``<store>:<index>`` ids still name the index-th record's product."""
+    """Positional ids ``<store>:<index>`` still name the index-th record's product."""
     records = json.loads(shared_catalog_file.read_text(encoding="utf-8"))["products"]
     assert records[0]["url"].endswith("-i8085")
     assert real.product("nitzat:0") is real.product("nitzat:i8085")
