@@ -14,7 +14,7 @@ import pytest
 
 from harness.processes import ServeProcess, serve_command, serve_env
 from tests.jsonrpc import JSON_HEADERS, call_tool, tool_call_message
-from tests.test_catalog import BAD_STORES, make_stores
+from tests.test_catalog import BAD_STORES, make_stores, write_dirty_store
 
 pytestmark = pytest.mark.e2e
 
@@ -53,6 +53,20 @@ def test_bad_store_folders_are_skipped_and_the_good_one_serves(tmp_path: Path) -
     assert len(errors) == len(BAD_STORES), errors
     for store_id in BAD_STORES:
         assert sum(f"/{store_id}/" in line and "skipped" in line for line in errors) == 1, (store_id, errors)
+    assert "Traceback" not in log, log
+
+
+def test_unreadable_records_skip_only_themselves(tmp_path: Path) -> None:
+    """Records nested 100,000 deep, a 5,000-digit price, a BOM: the store serves its good records, no ERROR."""
+    stores = write_dirty_store(make_stores(tmp_path))
+    with ServeProcess(env={"WEFT_STORES_DIR": str(stores)}) as shop:
+        listed = call_tool(shop.mcp_url, "list_stores", session="s")["structuredContent"]["stores"]
+        assert [s["id"] for s in listed] == ["dirty", "good"]
+        found = call_tool(shop.mcp_url, "search_products", {"store": "dirty"}, session="s")["structuredContent"]
+        assert {p["name"]: p["price"] for p in found["products"]} == {"Bread": "2.00", "Digits": None, "Milk": "5.00"}
+        log = shop.log_text()
+    assert "Store dirty:" in log and "3 unreadable records" in log, log
+    assert not any("/dirty/" in line for line in log.splitlines() if "ERROR" in line), log
     assert "Traceback" not in log, log
 
 
