@@ -27,7 +27,7 @@ from service.catalog_json import UNREADABLE, read_document
 from service.catalog_text import clean_text, web_link
 from service.prices import is_missing, parse_price
 from service.search_form import category_key, normalize
-from service.search_index import MAX_SEARCH_WORDS, SearchIndex
+from service.search_index import MAX_SEARCH_DEPTH, MAX_SEARCH_WORDS, SearchIndex
 
 logger = logging.getLogger(__name__)
 
@@ -150,13 +150,22 @@ class Catalog:
 
         Ranking (``SearchIndex``): per word, 3 when it starts a name word, 2 inside the name, 1 in
         category or description; +1 when the name starts with the first word; ties in catalog order.
-        A word given twice counts once; more than ``MAX_SEARCH_WORDS`` different words are refused.
+        A word given twice counts once; more than ``MAX_SEARCH_WORDS`` different words are refused, and
+        so is a page starting past the first ``MAX_SEARCH_DEPTH`` matches (``total`` still counts all).
         """
         words = search_words(query)
         wanted_category = (category_key(category) if category else None) or None
         span = self._spans[store_id] if store_id else range(len(self._in_order))
         start = (page - 1) * page_size
-        positions, total = self._index.search(words, wanted_category, span, start, page_size)
+        if start < MAX_SEARCH_DEPTH:
+            positions, total = self._index.search(words, wanted_category, span, start, page_size)
+        else:  # count only (no ranking): past the end is "past the last page", not "too deep"
+            positions, total = self._index.search(words, wanted_category, span, 0, 0)
+            if start < total:
+                raise SearchRefused(
+                    f"page {page} starts past the first {MAX_SEARCH_DEPTH} matches, which is as deep as a search "
+                    "pages; narrow the search (more words, a category or a store) to see the rest."
+                )
         return SearchPage([self._in_order[p] for p in positions], total, page, page_size)
 
 
