@@ -108,6 +108,7 @@ def _wait_all_ready(server: HttpProcess, workers: int) -> None:
 
 @dataclass(frozen=True, slots=True)
 class HealthResult:
+    shape: str
     products: int
     hostile: int
     searches_seconds: float
@@ -118,8 +119,20 @@ class HealthResult:
     idle_max_ms: float
 
 
-def healthz_during_hostile(size: int, concurrent: int, redis_url: str) -> HealthResult:
-    """``concurrent`` hostile search_products calls at once (repeated for a few seconds) while /healthz is probed."""
+def hostile_shapes(queries: list[str], concurrent: int) -> list[tuple[str, int, list[dict[str, object]]]]:
+    """(label, clients at once, the calls each client cycles through): broad, repeated and deep-paged searches."""
+    broad = queries[2]  # as many different broad words as a query may have
+    two = " ".join(broad.split()[:2])
+    return [
+        (f"{concurrent} hostile queries at once", concurrent, [{"search": q} for q in queries]),
+        ("1 broad search repeated", 1, [{"search": broad}] * 6),
+        (f"{concurrent} x page 80 of 2 broad words", concurrent, [{"search": two, "page": 80}] * 3),
+        (f"{concurrent} x page 8000 (refused)", concurrent, [{"search": two, "page": 8000}] * 3),
+    ]
+
+
+def healthz_during_hostile(size: int, concurrent: int, redis_url: str) -> list[HealthResult]:
+    """For each shape of hostile search_products calls (repeated by each client) /healthz is probed meanwhile."""
     root = Path(tempfile.mkdtemp(prefix="weft-bench-store-"))
     server = None
     try:
@@ -127,14 +140,17 @@ def healthz_during_hostile(size: int, concurrent: int, redis_url: str) -> Health
         settings = {"WEFT_STORES_DIR": str(stores), "WEFT_LOG_LEVEL": "WARNING"}
         server = weft_server(redis_url, extra_env=settings, startup_timeout=300).start()
         queries = hostile_queries(synthetic_catalog(min(size, 2000), real_catalog() or load_catalog(None)))
-        return asyncio.run(_probe(server, queries, concurrent, size))
+        return [asyncio.run(_probe(server, shape, calls, clients, size))
+                for shape, clients, calls in hostile_shapes(queries, concurrent)]  # fmt: skip
     finally:
         if server is not None:
             server.stop()
         shutil.rmtree(root, ignore_errors=True)
 
 
-async def _probe(server: HttpProcess, queries: list[str], concurrent: int, size: int) -> HealthResult:
+async def _probe(
+    server: HttpProcess, shape: str, calls: list[dict[str, object]], concurrent: int, size: int
+) -> HealthResult:
     async with httpx.AsyncClient(timeout=120) as client:
         idle = [await _healthz(client, server) for _ in range(20)]
         stop = asyncio.Event()
@@ -147,9 +163,9 @@ async def _probe(server: HttpProcess, queries: list[str], concurrent: int, size:
                 await asyncio.sleep(0.01)
 
         async def hostile(index: int) -> None:
-            for round_ in range(3):
-                query = queries[(index + round_) % len(queries)]
-                message = tool_call("search_products", {"search": query}, f"hostile-{index}")
+            for round_ in range(len(calls)):
+                arguments = calls[(index + round_) % len(calls)]
+                message = tool_call("search_products", arguments, f"hostile-{index}")
                 response = await client.post(server.mcp_url, json=message,
                                              headers={"Accept": "application/json, text/event-stream"})  # fmt: skip
                 done[0] += 1
@@ -161,7 +177,7 @@ async def _probe(server: HttpProcess, queries: list[str], concurrent: int, size:
         seconds = time.perf_counter() - started
         stop.set()
         await prober
-    return HealthResult(size, done[0], seconds, done[1], median(probes) * 1000,
+    return HealthResult(shape, size, done[0], seconds, done[1], median(probes) * 1000,
                         percentile(probes, 0.99) * 1000, max(probes) * 1000, max(idle) * 1000)  # fmt: skip
 
 
@@ -176,6 +192,6 @@ def run_memory(sizes: tuple[int, ...]) -> list[MemoryResult]:
         return [serve_memory(size, workers, redis_server.url) for size in sizes for workers in (1, 2)]
 
 
-def run_health(size: int, concurrent: int) -> HealthResult:
+def run_health(size: int, concurrent: int) -> list[HealthResult]:
     with bench_redis(cpu=0) as redis_server:
         return healthz_during_hostile(size, concurrent, redis_server.url)

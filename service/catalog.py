@@ -23,10 +23,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from service.catalog_json import UNREADABLE, read_document
 from service.catalog_text import clean_text, web_link
 from service.prices import is_missing, parse_price
 from service.search_form import category_key, normalize
-from service.search_index import MAX_SEARCH_WORDS, SearchIndex
+from service.search_index import MAX_SEARCH_DEPTH, MAX_SEARCH_WORDS, SearchIndex
 
 logger = logging.getLogger(__name__)
 
@@ -149,13 +150,22 @@ class Catalog:
 
         Ranking (``SearchIndex``): per word, 3 when it starts a name word, 2 inside the name, 1 in
         category or description; +1 when the name starts with the first word; ties in catalog order.
-        A word given twice counts once; more than ``MAX_SEARCH_WORDS`` different words are refused.
+        A word given twice counts once; more than ``MAX_SEARCH_WORDS`` different words are refused, and
+        so is a page starting past the first ``MAX_SEARCH_DEPTH`` matches (``total`` still counts all).
         """
         words = search_words(query)
         wanted_category = (category_key(category) if category else None) or None
         span = self._spans[store_id] if store_id else range(len(self._in_order))
         start = (page - 1) * page_size
-        positions, total = self._index.search(words, wanted_category, span, start, page_size)
+        if start < MAX_SEARCH_DEPTH:
+            positions, total = self._index.search(words, wanted_category, span, start, page_size)
+        else:  # count only (no ranking): past the end is "past the last page", not "too deep"
+            positions, total = self._index.search(words, wanted_category, span, 0, 0)
+            if start < total:
+                raise SearchRefused(
+                    f"page {page} starts past the first {MAX_SEARCH_DEPTH} matches, which is as deep as a search "
+                    "pages; narrow the search (more words, a category or a store) to see the rest."
+                )
         return SearchPage([self._in_order[p] for p in positions], total, page, page_size)
 
 
@@ -217,9 +227,9 @@ def load_store(folder: Path) -> Store:
 
 def _store_meta(path: Path) -> dict[str, str]:
     """``store.json``: an object whose ``name``, ``currency`` and ``base_url`` are strings when given."""
-    if not path.is_file():
+    if not path.exists():
         return {}
-    meta = _read_json(path)
+    meta = _read_json(path, numbers_as_text=False)
     if not isinstance(meta, dict):
         raise CatalogError(f"{str(path)!r} holds a JSON {type(meta).__name__}, not an object")
     for key in ("name", "currency", "base_url"):
@@ -228,9 +238,12 @@ def _store_meta(path: Path) -> dict[str, str]:
     return {key: clean_text(meta[key]).strip() for key in ("name", "currency", "base_url") if meta.get(key)}
 
 
-def _read_json(path: Path) -> Any:
+def _read_json(path: Path, *, numbers_as_text: bool = True) -> Any:
+    """The file's JSON (a leading UTF-8 BOM is allowed); numbers as ``JSONNumber`` unless not ``numbers_as_text``."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        if numbers_as_text:
+            return read_document(path)
+        return json.loads(path.read_text(encoding="utf-8-sig"))
     except (OSError, ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         raise CatalogError(f"cannot read {str(path)!r}: {_one_line(exc)}") from exc
 
@@ -287,7 +300,7 @@ def build_store(
             product_id = _add_record(record, store_id, drafts, tally)
         except RECORD_ERRORS:
             product_id = None
-            tally.skipped["unreadable"] += 1
+            tally.skipped["unreadable records"] += 1
         if product_id is not None:
             positions[index] = product_id
     products = tuple(_finish(pid, store_id, draft, base_url, tally) for pid, draft in drafts.items())
@@ -343,6 +356,8 @@ def _add_record(record: Any, store_id: str, drafts: dict[str, _Draft], tally: _T
 
 
 def _skip_reason(record: Any) -> str | None:
+    if record is UNREADABLE:
+        return "unreadable records"
     if not isinstance(record, dict):
         return "not an object"
     if not isinstance(record.get("name"), str) or not record["name"].strip():

@@ -7,16 +7,23 @@ is looked up by scanning the catalog's *vocabulary* (thousands of distinct token
 products (up to hundreds of thousands), and the products come from the matching tokens' postings.
 
 What a search may cost is bounded whatever its words: repeated words count once, at most
-``MAX_SEARCH_WORDS`` different words are accepted, and the memory of looked-up words is capped by
-the number of positions it holds (broad words match most of the catalog), not by a count of words.
+``MAX_SEARCH_WORDS`` different words are accepted, only the first ``MAX_SEARCH_DEPTH`` matches
+can be paged through (ranking keeps only the best ``first + count``), and the memory of looked-up
+words is capped by the number of positions it holds (broad words match most of the catalog).
+
+Searches run in a worker thread, but a thread holding the GIL in one long C call (a set operation
+on 100k positions) makes the event loop wait. So the work is done in slices of ``SLICE`` positions
+with ``time.sleep(0)`` between them, which hands the GIL to the loop whenever it is waiting.
 """
 
 from __future__ import annotations
 
 import heapq
+import time
 from array import array
 from collections import OrderedDict, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence, Set
+from itertools import islice
 from threading import Lock
 from typing import Protocol
 
@@ -24,9 +31,12 @@ from service.search_form import category_key
 
 MAX_SEARCH_WORDS = 10  # different words in one query; more are refused (each word costs a pass over the matches)
 WORD_CACHE_POSITIONS = 2_000_000  # positions kept for looked-up words (~70 bytes each): about 140 MB at most
+MAX_SEARCH_DEPTH = 1_000  # a page must start within this many best matches: deeper, narrow the search
+SLICE = 2_048  # positions ranked between two GIL hand-offs (each slice costs well under 1 ms)
+UNION_SLICE = 16_384  # positions added to a set between two GIL hand-offs (about 0.3 ms)
 
 Positions = array  # of 'i': product positions in catalog order, ascending (4 bytes each)
-WordSets = tuple[frozenset[int], frozenset[int], frozenset[int], frozenset[int]]
+WordSets = tuple[Set[int], Set[int], Set[int], Set[int]]  # never changed once built
 
 
 class Indexed(Protocol):
@@ -63,6 +73,7 @@ class SearchIndex:
                 category[key].append(position)
         self._text, self._name, self._first = dict(text), dict(name), dict(first)
         self._category = dict(category)
+        self._category_sets: dict[str, Set[int]] = {}
         self._cache = WordCache(WORD_CACHE_POSITIONS)
 
     def word(self, word: str) -> WordSets:
@@ -83,8 +94,13 @@ class SearchIndex:
     def clear_cache(self) -> None:
         self._cache.clear()
 
-    def in_category(self, wanted: str) -> frozenset[int]:
-        return frozenset(self._category.get(wanted, ()))
+    def in_category(self, wanted: str) -> Set[int]:
+        found = self._category_sets.get(wanted)
+        if found is None:
+            found = _union([self._category.get(wanted, _positions())])
+            if wanted in self._category:  # only real categories are kept (queries may name any)
+                self._category_sets[wanted] = found
+        return found
 
     def search(
         self, words: list[str], wanted_category: str | None, span: range, first: int, count: int
@@ -93,22 +109,14 @@ class SearchIndex:
 
         ``words`` must be distinct and at most ``MAX_SEARCH_WORDS`` (``Catalog.search`` sees to it).
         """
-        candidates: set[int] | None = None
-        if wanted_category is not None:
-            candidates = set(self.in_category(wanted_category))
+        filters: list[Set[int]] = [] if wanted_category is None else [self.in_category(wanted_category)]
         looked_up = [self.word(word) for word in words]
-        for anywhere, *_ in sorted(looked_up, key=lambda sets: len(sets[0])):
-            candidates = set(anywhere) if candidates is None else candidates & anywhere
-            if not candidates:
-                return [], 0
-        if candidates is None:  # no words, no category: everything in the span, in catalog order
+        filters += [anywhere for anywhere, *_ in looked_up]
+        if not filters:  # no words, no category: everything in the span, in catalog order
             return list(span[first : first + count]), len(span)
-        if len(span) != len(self.products):
-            candidates = {p for p in candidates if span.start <= p < span.stop}
-        if not words:
-            ordered = sorted(candidates)
-            return ordered[first : first + count], len(ordered)
-        bonus = looked_up[0][3]
+        filters.sort(key=len)
+        smallest, others = filters[0], filters[1:]
+        bonus = looked_up[0][3] if looked_up else frozenset()
 
         def rank(position: int) -> tuple[int, int]:
             score = 1 if position in bonus else 0
@@ -116,7 +124,30 @@ class SearchIndex:
                 score += 3 if position in word_start else 2 if position in in_name else 1
             return -score, position
 
-        return [p for _, p in heapq.nsmallest(first + count, map(rank, candidates))][first:], len(candidates)
+        whole_span = len(span) == len(self.products)
+        keep = first + count
+        best: list[tuple[int, int]] = []
+        total = 0
+        for chunk in _slices(smallest):
+            matching = set(chunk)
+            for other in others:
+                matching &= other  # iterates the (small) chunk, not the other set
+                if not matching:
+                    break
+            if not whole_span:
+                matching = {p for p in matching if span.start <= p < span.stop}
+            total += len(matching)
+            if keep:
+                best = heapq.nsmallest(keep, [*best, *map(rank, matching)])
+            time.sleep(0)  # let the event loop take the GIL if it is waiting
+        return [p for _, p in best][first:], total
+
+
+def _slices(positions: Set[int]) -> Iterator[list[int]]:
+    """``positions`` in slices of ``SLICE``, so no single step holds the GIL for long."""
+    items = iter(positions)
+    while chunk := list(islice(items, SLICE)):
+        yield chunk
 
 
 class WordCache:
@@ -158,5 +189,15 @@ def _positions() -> Positions:
     return array("i")
 
 
-def _union(groups: Iterable[Positions]) -> frozenset[int]:
-    return frozenset().union(*groups)
+def _union(groups: Iterable[Positions]) -> Set[int]:
+    """One set of all ``groups``' positions, built a slice at a time (a broad word's postings run into millions)."""
+    found: set[int] = set()
+    pending = 0
+    for group in groups:
+        for start in range(0, len(group), UNION_SLICE):
+            found.update(group[start : start + UNION_SLICE])
+            pending += min(UNION_SLICE, len(group) - start)
+            if pending >= UNION_SLICE:
+                time.sleep(0)
+                pending = 0
+    return found

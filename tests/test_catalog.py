@@ -20,6 +20,7 @@ from service.catalog import (
     normalize,
     parse_price,
 )
+from service.catalog_text import clean_text, web_link
 
 
 @pytest.fixture(scope="module")
@@ -238,17 +239,17 @@ def test_parse_price_refuses_anything_it_cannot_read_exactly(raw: object) -> Non
     st.decimals(min_value=Decimal("0.01"), max_value=Decimal("999999999999.99"), places=2),
     st.sampled_from([(",", "."), (".", ","), (" ", ","), (NBSP, ","), (NARROW_NBSP, ","), ("'", "."), ("", "."),
                      ("", ",")]),
-    st.sampled_from(["", "₪", "₪ ", " ILS", "$", "NIS "]),
-    st.booleans(),
+    st.sampled_from([("", ""), ("₪", ""), ("₪ ", ""), ("", "₪"), ("", " ₪"), ("ILS ", ""), ("", " ILS"), ("$", ""),
+                     ("NIS ", ""), ("", " NIS"), ("", ' ש"ח'), ("R$ ", ""), ("US$", "")]),
 )  # fmt: skip
 def test_any_two_place_price_in_any_grouping_style_parses_back_to_itself(
-    value: Decimal, style: tuple[str, str], currency: str, currency_first: bool
+    value: Decimal, style: tuple[str, str], currency: tuple[str, str]
 ) -> None:
+    """Symbols may touch the number; codes and words are separated from it by a space."""
     thousands, decimal = style
     whole, cents = f"{value:.2f}".split(".")
     groups = [whole[max(0, end - 3) : end] for end in range(len(whole), 0, -3)][::-1]
-    text = thousands.join(groups) + decimal + cents
-    text = currency + text if currency_first else text + currency
+    text = currency[0] + thousands.join(groups) + decimal + cents + currency[1]
     assert parse_price(text) == value
 
 
@@ -310,6 +311,7 @@ BAD_STORES = {
     "bad-products-json": ("[1, 2", None, None),
     "bad-products-shape": ({"products": {"a": 1}}, None, None),
     "bad-products-bytes": ("\udcff", None, None),
+    "bad-meta-folder": ({"products": []}, None, None),  # store.json is a folder
 }
 
 
@@ -319,6 +321,8 @@ def make_stores(root: Path) -> Path:
         folder = write_store(root, store_id, "" if products == "\udcff" else products, meta, raw_meta)
         if products == "\udcff":
             (folder / "data" / "products.json").write_bytes(b'{"products": [{"name": "\xff\xfe"}]}')
+        if store_id == "bad-meta-folder":
+            (folder / "store.json").mkdir()
     return root
 
 
@@ -334,3 +338,139 @@ def test_bad_store_folders_are_skipped_and_named(tmp_path: Path, caplog: pytest.
         (line,) = [r.getMessage() for r in errors if f"/{store_id}/" in r.getMessage()]
         assert "skipped" in line and "\n" not in line, line
     assert not any(r.exc_info for r in caplog.records)
+
+
+# ---------------------------------------------------------------- prices: JSON numbers as their text, strict currency
+
+
+def load_raw_products(tmp_path: Path, records_text: str) -> dict[str, Decimal | None]:
+    """``records_text`` (the JSON text of the records, written as is) loaded as a store: price by product name."""
+    path = tmp_path / "products.json"
+    path.write_text('{"scrapedAt": "x", "products": [' + records_text + "]}", encoding="utf-8")
+    return {p.name: p.price for p in load_products_file(path, store_id="raw").products}
+
+
+JSON_NUMBER_PRICES = {
+    "19.999999999999999": None, "0.009999999999999999999": None, "0.0100000000000000001": None,
+    "24.400": "24.40", "24.4": "24.40", "7": "7.00", "0.01": "0.01", "12.3000000000000": "12.30",
+    "1e5": None, "1E2": None, "1.5e1": None, "0.1e-1": None, "2E+0": None, "-3": None, "-0.5": None,
+    "0": None, "0.00": None, "999999999999.99": "999999999999.99", "1000000000000": None,
+    "9" * 5000: None, "1" + "0" * 400 + ".5": None,
+}  # fmt: skip
+
+
+def test_json_number_prices_are_read_from_their_text(tmp_path: Path) -> None:
+    """A JSON number is its literal text: a float would round 19.999999999999999 up to 20.00."""
+    records = ",".join(f'{{"name": "p{i}", "price": {text}}}' for i, text in enumerate(JSON_NUMBER_PRICES))
+    prices = load_raw_products(tmp_path, records)
+    expected = {f"p{i}": None if want is None else Decimal(want) for i, want in enumerate(JSON_NUMBER_PRICES.values())}
+    assert prices == expected
+
+
+def test_numeric_names_and_links_are_still_not_text(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("INFO", logger="service.catalog"):
+        prices = load_raw_products(
+            tmp_path, '{"name": 12, "price": 3}, {"name": "Tea", "price": 3, "category": 5, "url": 7, "image": 1.5}'
+        )
+    assert prices == {"Tea": Decimal("3.00")}
+    assert "1 without a name" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["12.5k", "1.2M", "2x", "5kg", "5 kg", "12.5 k", "24.40 per kg", "from 24.40", "NIS24.40", "24.40NIS", "24ILS",
+     "approx 24", "24 each", "x24", "24.40 ₪ each", "ab 24", "24 abcd", "₪24 x2"],
+)  # fmt: skip
+def test_letters_around_a_price_that_are_no_currency_make_it_unavailable(raw: str) -> None:
+    assert parse_price(raw) is None
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [('24.40 ש"ח', "24.40"), ("24.40 ש״ח", "24.40"), ("24.40 שח", "24.40"), ('ש"ח 24.40', "24.40"),
+     ("Rs 24", "24.00"), ("Rs. 24", "24.00"), ("R$ 24,40", "24.40"), ("US$24", "24.00"), ("€24", "24.00"),
+     ("24 €", "24.00"), ("24.40 EUR", "24.40"), ("CHF 24.40", "24.40"), ("24,40 zł", "24.40"), ("24 kr", "24.00"),
+     ("₪\u00a024.40", "24.40"), ("24.40\u00a0NIS", "24.40"), ("usd 5", "5.00")],
+)  # fmt: skip
+def test_real_currency_text_is_read(raw: str, expected: str) -> None:
+    assert str(parse_price(raw)) == expected
+
+
+def test_real_catalog_prices_are_unchanged(real: Catalog) -> None:
+    """The real scraped catalog's priced products and prices, as measured before prices were made stricter."""
+    priced = [p for p in real.stores["nitzat"].products if p.price is not None]
+    assert (len(priced), sum(p.price for p in priced if p.price)) == (697, Decimal("14549.10"))
+
+
+# ---------------------------------------------------------------- one bad record is skipped, never the store
+
+DEEP = 100_000
+DIRTY_RECORDS = [
+    '{"name": "Bread", "price": "2", "url": "b-i1"}',
+    '{"name": "Deep", "price": 1, "category": ' + "[" * DEEP + "]" * DEEP + "}",
+    '{"name": "Digits", "price": ' + "9" * 5000 + ', "url": "d-i3"}',
+    '{"name": "Comma", "price": 1,}',
+    '{"name": "Deep \\"]} object", "price": 1, "x": ' + '{"a":' * DEEP + "1" + "}" * DEEP + "}",
+    '{"name": "Milk", "price": 5, "url": "m-i6"}',
+]
+
+
+def write_dirty_store(root: Path, store_id: str = "dirty", *, top_level_list: bool = False, bom: bool = True) -> Path:
+    """A store whose products.json (with a UTF-8 BOM) holds good records among ones no JSON parser reads whole."""
+    folder = root / store_id
+    (folder / "data").mkdir(parents=True)
+    listed = "[\n  " + ",\n  ".join(DIRTY_RECORDS) + "\n]"
+    text = listed if top_level_list else '{"scrapedAt": "x", "products": ' + listed + ', "more": [1, {"a": [2]}]}'
+    (folder / "data" / "products.json").write_text(("\ufeff" if bom else "") + text, encoding="utf-8")
+    (folder / "store.json").write_text("\ufeff" + json.dumps({"name": "Dirty", "currency": "EUR"}), encoding="utf-8")
+    return root
+
+
+@pytest.mark.parametrize("top_level_list", [False, True])
+def test_unreadable_records_are_skipped_and_counted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, top_level_list: bool
+) -> None:
+    with caplog.at_level("INFO", logger="service.catalog"):
+        catalog = load_catalog(write_dirty_store(tmp_path, top_level_list=top_level_list))
+    store = catalog.stores["dirty"]
+    assert (store.name, store.currency) == ("Dirty", "EUR")
+    assert {p.name: p.price for p in store.products} == {
+        "Bread": Decimal("2.00"), "Digits": None, "Milk": Decimal("5.00")
+    }  # fmt: skip
+    assert catalog.product("dirty:5") is catalog.product("dirty:i6")  # positions still count the skipped records
+    assert "3 unreadable records" in caplog.text, caplog.text
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
+# ---------------------------------------------------------------- catalog text: separators, invisible characters, links
+
+
+@pytest.mark.parametrize(
+    ("raw", "one_line", "multiline"),
+    [("Tea\u2028Green", "Tea Green", "Tea\nGreen"), ("Tea\u2029Green", "Tea Green", "Tea\nGreen"),
+     ("\ufeffTea", "Tea", "Tea"), ("T\u200bea", "Tea", "Tea"), ("T\u2060e\u2064a", "Tea", "Tea"),
+     ("Tea\U000e0049\U000e0047\U000e004e", "Tea", "Tea"), ("Tea\u206a\ufff9x\ufffb", "Teax", "Teax"),
+     ("\u200fשלום\u200e \u200d👨\u200d👩 fa\u200cx", "\u200fשלום\u200e \u200d👨\u200d👩 fa\u200cx",
+      "\u200fשלום\u200e \u200d👨\u200d👩 fa\u200cx")],
+)  # fmt: skip
+def test_clean_text_breaks_lines_and_drops_invisible_characters(raw: str, one_line: str, multiline: str) -> None:
+    """Line/paragraph separators are line breaks; characters that only hide text go; marks and joiners stay."""
+    assert clean_text(raw) == one_line
+    assert clean_text(raw, multiline=True) == multiline
+
+
+@pytest.mark.parametrize(
+    ("link", "base", "expected"),
+    [(" https://shop.test/a.png ", None, "https://shop.test/a.png"),
+     ("\thttps://shop.test/a.png\n", None, "https://shop.test/a.png"),
+     ("  /img/a.png ", "https://base.example/", "https://base.example/img/a.png"),
+     ("/img/a.png", "https://base.example/shop/", "https://base.example/shop/img/a.png"),
+     ("img/a.png", "https://base.example/shop/", "https://base.example/shop/img/a.png"),
+     ("//evil.example/a.png", "https://base.example/", "https://evil.example/a.png"),
+     ("//evil.example/a.png", "http://base.example/x/", "http://evil.example/a.png"),
+     (" //cdn.example/a.png", None, "https://cdn.example/a.png"),
+     ("https://shop.test/a b.png", None, None), ("///x.png", "https://base.example/", None),
+     ("javascript:alert(1)", "https://base.example/", None), ("   ", "https://base.example/", None)],
+)  # fmt: skip
+def test_web_links_are_trimmed_and_resolved_as_browsers_do(link: str, base: str | None, expected: str | None) -> None:
+    assert web_link(link, base) == expected

@@ -14,7 +14,7 @@ import pytest
 
 from harness.processes import ServeProcess, serve_command, serve_env
 from tests.jsonrpc import JSON_HEADERS, call_tool, tool_call_message
-from tests.test_catalog import BAD_STORES, make_stores
+from tests.test_catalog import BAD_STORES, make_stores, write_dirty_store
 
 pytestmark = pytest.mark.e2e
 
@@ -53,6 +53,20 @@ def test_bad_store_folders_are_skipped_and_the_good_one_serves(tmp_path: Path) -
     assert len(errors) == len(BAD_STORES), errors
     for store_id in BAD_STORES:
         assert sum(f"/{store_id}/" in line and "skipped" in line for line in errors) == 1, (store_id, errors)
+    assert "Traceback" not in log, log
+
+
+def test_unreadable_records_skip_only_themselves(tmp_path: Path) -> None:
+    """Records nested 100,000 deep, a 5,000-digit price, a BOM: the store serves its good records, no ERROR."""
+    stores = write_dirty_store(make_stores(tmp_path))
+    with ServeProcess(env={"WEFT_STORES_DIR": str(stores)}) as shop:
+        listed = call_tool(shop.mcp_url, "list_stores", session="s")["structuredContent"]["stores"]
+        assert [s["id"] for s in listed] == ["dirty", "good"]
+        found = call_tool(shop.mcp_url, "search_products", {"store": "dirty"}, session="s")["structuredContent"]
+        assert {p["name"]: p["price"] for p in found["products"]} == {"Bread": "2.00", "Digits": None, "Milk": "5.00"}
+        log = shop.log_text()
+    assert "Store dirty:" in log and "3 unreadable records" in log, log
+    assert not any("/dirty/" in line for line in log.splitlines() if "ERROR" in line), log
     assert "Traceback" not in log, log
 
 
@@ -105,38 +119,86 @@ def test_supervisor_does_not_hold_the_catalog(tmp_path: Path, redis_url: str, ke
 # ---------------------------------------------------------------- hostile searches and the event loop
 
 
+HOSTILE_SHAPES = {
+    "8 pages 8000 at once": (8, {"search": "o a", "page": 8000}),  # now refused at once: past the first 1,000
+    "one broad search repeated": (1, {"search": "o a b k m n r t d e"}),
+    "8 deep pages at once": (8, {"search": "o a", "page": 80}),  # as deep as paging goes (~1,000 matches)
+    "8 broad searches at once": (8, {"search": "o a b k m n r t d e"}),
+}
+HEALTHZ_P95_BOUND = 0.05  # seconds; measured before: p95 146 ms with pages 8000 (now: under 10 ms for every shape)
+
+
+def healthz_waits_during(
+    shop: ServeProcess, concurrent: int, arguments: dict[str, object], seconds: float
+) -> list[float]:
+    """/healthz wait times while ``concurrent`` clients repeat one search_products call for ``seconds``."""
+    stop = threading.Event()
+    waits: list[float] = []
+    errors: list[str] = []
+
+    def probe() -> None:
+        with httpx.Client(timeout=60) as client:
+            while not stop.is_set():
+                started = time.perf_counter()
+                assert client.get(f"{shop.url}/healthz").status_code == 200
+                waits.append(time.perf_counter() - started)
+                time.sleep(0.01)
+
+    def hostile() -> None:
+        with httpx.Client(timeout=120) as client:
+            while not stop.is_set():
+                message = tool_call_message("search_products", arguments)
+                response = client.post(shop.mcp_url, json=message, headers=JSON_HEADERS)
+                answer = response.json()["result"] if response.status_code == 200 else {"isError": True}
+                if answer.get("isError") and "first 1000 matches" not in response.text:  # deep pages are refused
+                    errors.append(response.text[:300])
+
+    threads = [threading.Thread(target=hostile) for _ in range(concurrent)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.5)  # every search under way before probing
+    prober = threading.Thread(target=probe)
+    prober.start()
+    time.sleep(seconds)
+    stop.set()
+    for thread in [prober, *threads]:
+        thread.join(timeout=120)
+    assert not errors, errors[:3]
+    return waits
+
+
 def test_healthz_answers_while_hostile_searches_run(tmp_path: Path) -> None:
-    """8 costly searches at once (repeated broad words) must not hold /healthz: before, it waited seconds."""
+    """Broad and deep-paged searches on 100k products never hold /healthz for long (searches yield the GIL)."""
     stores = write_synthetic_store(tmp_path, 100_000)
     with ServeProcess(env={"WEFT_STORES_DIR": str(stores), "WEFT_LOG_LEVEL": "WARNING"}, startup_timeout=180) as shop:
-        queries = ["o " * 99, "a e i o u b c d k l", "a " * 100, "e " * 99]
-        for query in queries:  # warm the word cache: what is measured is the search itself
-            call_tool(shop.mcp_url, "search_products", {"search": query}, session="warm", timeout=60)
-        stop = threading.Event()
-        waits: list[float] = []
-
-        def probe() -> None:
-            with httpx.Client(timeout=60) as client:
-                while not stop.is_set():
-                    started = time.perf_counter()
-                    assert client.get(f"{shop.url}/healthz").status_code == 200
-                    waits.append(time.perf_counter() - started)
-                    time.sleep(0.02)
-
-        def hostile(index: int) -> None:
-            with httpx.Client(timeout=120) as client:
-                for round_ in range(3):
-                    message = tool_call_message("search_products", {"search": queries[(index + round_) % 4]})
-                    assert client.post(shop.mcp_url, json=message, headers=JSON_HEADERS).status_code == 200
-
-        prober = threading.Thread(target=probe)
-        prober.start()
-        searchers = [threading.Thread(target=hostile, args=(i,)) for i in range(8)]
-        for thread in searchers:
-            thread.start()
-        for thread in searchers:
-            thread.join(timeout=300)
-        stop.set()
-        prober.join(timeout=60)
+        for _, arguments in HOSTILE_SHAPES.values():  # warm the word cache: what is measured is the search itself
+            call_tool(shop.mcp_url, "search_products", arguments, session="warm", timeout=60)
+        measured = {}
+        for shape, (concurrent, arguments) in HOSTILE_SHAPES.items():
+            waits = sorted(healthz_waits_during(shop, concurrent, arguments, seconds=4))
+            measured[shape] = (len(waits), round(waits[int(len(waits) * 0.95)] * 1000), round(waits[-1] * 1000))
         assert shop.is_alive()
-    assert waits and max(waits) < 1.0, f"/healthz waited up to {max(waits):.2f} s"
+    assert all(count >= 20 for count, _, _ in measured.values()), measured
+    assert all(p95 < HEALTHZ_P95_BOUND * 1000 for _, p95, _ in measured.values()), measured  # (probes, p95, max) ms
+
+
+def test_paging_past_the_first_matches_is_refused_at_once(tmp_path: Path) -> None:
+    """A page past the first 1,000 matches is one sentence, not a ranking of every match up to it."""
+    stores = write_synthetic_store(tmp_path, 20_000)
+    with ServeProcess(env={"WEFT_STORES_DIR": str(stores), "WEFT_LOG_LEVEL": "WARNING"}, startup_timeout=180) as shop:
+        broad = call_tool(shop.mcp_url, "search_products", {"search": "a"}, session="s")["structuredContent"]
+        total = broad["pagination"]["totalProducts"]
+        assert total > 2_000
+        for page, page_size in [(total // 12, 12), (85, 12), (21, 50), (1001, 1)]:
+            answer = call_tool(shop.mcp_url, "search_products", {"search": "a", "page": page, "page_size": page_size},
+                               session="s")  # fmt: skip
+            assert answer.get("isError"), (page, page_size, answer)
+            text = answer["content"][0]["text"]
+            assert "first 1000 matches" in text and "narrow" in text and "\n" not in text.strip(), text
+        past = call_tool(shop.mcp_url, "search_products", {"search": "a", "page": 8000}, session="s")
+        assert past.get("isError") and "past the last page" in past["content"][0]["text"], past
+        deepest = call_tool(shop.mcp_url, "search_products", {"search": "a", "page": 84, "page_size": 12}, session="s")
+        assert not deepest.get("isError") and len(deepest["structuredContent"]["products"]) == 12  # from match 996
+        last = call_tool(shop.mcp_url, "search_products", {"search": "a", "page": 20, "page_size": 50}, session="s")
+        assert not last.get("isError") and len(last["structuredContent"]["products"]) == 50
+        assert last["structuredContent"]["pagination"]["totalProducts"] == total  # the total stays honest
