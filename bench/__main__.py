@@ -34,12 +34,30 @@ class Plan:
     hostile_size: int
 
 
-FULL = Plan(rounds=5, seconds=5.0, concurrency=8, calls=200, carts=100_000,
-            count_sizes=(100_000, 1_000_000), synthetic=100_000, repeats=20,
-            memory_sizes=(100_000, 183_700), hostile_size=100_000)  # fmt: skip
-SMOKE = Plan(rounds=1, seconds=0.5, concurrency=8, calls=5, carts=2_000,
-             count_sizes=(10_000,), synthetic=2_000, repeats=3,
-             memory_sizes=(2_000,), hostile_size=2_000)  # fmt: skip
+FULL = Plan(
+    rounds=5,
+    seconds=5.0,
+    concurrency=8,
+    calls=200,
+    carts=100_000,
+    count_sizes=(100_000, 1_000_000),
+    synthetic=100_000,
+    repeats=20,
+    memory_sizes=(100_000, 183_700),
+    hostile_size=100_000,
+)
+SMOKE = Plan(
+    rounds=1,
+    seconds=0.5,
+    concurrency=8,
+    calls=5,
+    carts=2_000,
+    count_sizes=(10_000,),
+    synthetic=2_000,
+    repeats=3,
+    memory_sizes=(2_000,),
+    hostile_size=2_000,
+)
 
 
 def verdict(ok: bool) -> str:
@@ -58,30 +76,38 @@ def machine() -> str:
     except (OSError, StopIteration):
         pass
     redis_version = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout.split()[2]
-    return (f"{os.cpu_count()} CPU(s) {cpu}; Python {platform.python_version()}; "
-            f"redis-server {redis_version.removeprefix('v=')}; {platform.system()} {platform.release()}")  # fmt: skip
+    return (
+        f"{os.cpu_count()} CPU(s) {cpu}; Python {platform.python_version()}; "
+        f"redis-server {redis_version.removeprefix('v=')}; {platform.system()} {platform.release()}"
+    )
 
 
 def section_a(plan: Plan) -> None:
     from bench.throughput import measure
 
-    print(f"\n(a) tool calls through one worker, concurrency {plan.concurrency}, {plan.rounds} alternating "
-          f"round(s) of {plan.seconds:g} s (medians over rounds)")  # fmt: skip
+    print(
+        f"\n(a) tool calls through one worker, concurrency {plan.concurrency}, {plan.rounds} alternating "
+        f"round(s) of {plan.seconds:g} s (medians over rounds)"
+    )
     results = measure(plan.rounds, plan.seconds, plan.concurrency)
     floor = results[0].rate
     print(f"{'target':<14} {'calls/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'ratio':>6} {'errors':>6}  goal")
     for r in results:
         ratio = r.rate / floor
         goal = "" if r.target == "noop floor" else f"ratio >= 0.85: {verdict(ratio >= 0.85)}"
-        print(f"{r.target:<14} {r.rate:>9.0f} {r.p(0.5) * 1000:>8.2f} {r.p(0.99) * 1000:>8.2f} "
-              f"{ratio:>6.2f} {r.errors:>6}  {goal}")  # fmt: skip
+        print(
+            f"{r.target:<14} {r.rate:>9.0f} {r.p(0.5) * 1000:>8.2f} {r.p(0.99) * 1000:>8.2f} "
+            f"{ratio:>6.2f} {r.errors:>6}  {goal}"
+        )
 
 
 def section_b(plan: Plan) -> None:
     from bench.redis_cost import commands_per_call
 
-    print(f"\n(b) Redis commands sent per tool call (MONITOR; commands run inside scripts not counted), "
-          f"{plan.calls} calls each")  # fmt: skip
+    print(
+        f"\n(b) Redis commands sent per tool call (MONITOR; commands run inside scripts not counted), "
+        f"{plan.calls} calls each"
+    )
     for label, per_call in commands_per_call(plan.calls).items():
         print(f"{label:<30} {per_call:>5.2f} commands/call  goal 1: {verdict(per_call == 1)}")
 
@@ -89,72 +115,97 @@ def section_b(plan: Plan) -> None:
 def section_c(plan: Plan) -> None:
     from bench.redis_cost import bytes_per_cart, longest_line_value, product_names
 
-    print(f"\n(c) bytes per 3-line cart in Redis, {plan.carts} carts (MEMORY USAGE median of 1000 sampled; "
-          "used_memory growth / carts)")  # fmt: skip
+    print(
+        f"\n(c) bytes per 3-line cart in Redis, {plan.carts} carts (MEMORY USAGE median of 1000 sampled; "
+        "used_memory growth / carts)"
+    )
     print(f"longest line value of any product: {longest_line_value(product_names())} bytes")
     for shipped in (True, False):
         r = bytes_per_cart(plan.carts, shipped)
         goal = f"goal <= 500 B: {verdict(r.memory_usage_median <= 500)}" if shipped else "(no goal)"
-        print(f"{r.config}: MEMORY USAGE {r.memory_usage_median:.0f} B, used_memory growth "
-              f"{r.used_memory_per_cart:.0f} B/cart, encodings {r.encodings}  {goal}")  # fmt: skip
+        print(
+            f"{r.config}: MEMORY USAGE {r.memory_usage_median:.0f} B, used_memory growth "
+            f"{r.used_memory_per_cart:.0f} B/cart, encodings {r.encodings}  {goal}"
+        )
 
 
 def section_d(plan: Plan) -> None:
     from bench.redis_cost import count_under_load
 
     print("\n(d) debug_session's count (CartStore.count_carts: SCAN MATCH COUNT 1000), other client's HGET latency")
-    print(f"{'keys':>9} {'counted':>9} {'seconds':>8} {'SCANs':>6} {'other p99 ms':>13} {'max ms':>7} "
-          f"{'idle p99 ms':>11}  goal")  # fmt: skip
+    print(
+        f"{'keys':>9} {'counted':>9} {'seconds':>8} {'SCANs':>6} {'other p99 ms':>13} {'max ms':>7} "
+        f"{'idle p99 ms':>11}  goal"
+    )
     for r in count_under_load(list(plan.count_sizes)):
         goal = ""
         if r.keys >= 1_000_000:
             goal = f"<= 2 s: {verdict(r.seconds <= 2)}; p99 <= 3 ms: {verdict(r.probe_p99_ms <= 3)}"
-        print(f"{r.keys:>9} {r.counted:>9} {r.seconds:>8.2f} {r.scan_calls:>6} {r.probe_p99_ms:>13.2f} "
-              f"{r.probe_max_ms:>7.2f} {r.probe_idle_p99_ms:>11.2f}  {goal}")  # fmt: skip
+        print(
+            f"{r.keys:>9} {r.counted:>9} {r.seconds:>8.2f} {r.scan_calls:>6} {r.probe_p99_ms:>13.2f} "
+            f"{r.probe_max_ms:>7.2f} {r.probe_idle_p99_ms:>11.2f}  {goal}"
+        )
 
 
 def section_e(plan: Plan) -> None:
     from bench.search import run
 
-    print(f"\n(e) search_products (Catalog.search, page 1 of 12), {plan.repeats} runs per query; cold = first run "
-          "of each query with the index's word cache empty")  # fmt: skip
-    print(f"{'catalog':<26} {'products':>8} {'queries':>7} {'median ms':>9} {'p99 ms':>7} {'worst query ms':>14} "
-          f"{'cold median':>11} {'cold worst':>10}  goal")  # fmt: skip
+    print(
+        f"\n(e) search_products (Catalog.search, page 1 of 12), {plan.repeats} runs per query; cold = first run "
+        "of each query with the index's word cache empty"
+    )
+    print(
+        f"{'catalog':<26} {'products':>8} {'queries':>7} {'median ms':>9} {'p99 ms':>7} {'worst query ms':>14} "
+        f"{'cold median':>11} {'cold worst':>10}  goal"
+    )
     results, hostile = run(plan.synthetic, plan.repeats)
     for r in results:
         limit = 1.0 if r.catalog.startswith("real") else 20.0
         goal = f"<= {limit:g} ms: {verdict(r.median_ms <= limit)}" if r.products >= 500 else ""
-        print(f"{r.catalog:<26} {r.products:>8} {r.queries:>7} {r.median_ms:>9.3f} {r.p99_ms:>7.3f} "
-              f"{r.worst_ms:>14.3f} {r.cold_median_ms:>11.3f} {r.cold_worst_ms:>10.3f}  {goal}")  # fmt: skip
+        print(
+            f"{r.catalog:<26} {r.products:>8} {r.queries:>7} {r.median_ms:>9.3f} {r.p99_ms:>7.3f} "
+            f"{r.worst_ms:>14.3f} {r.cold_median_ms:>11.3f} {r.cold_worst_ms:>10.3f}  {goal}"
+        )
 
-
-    print(f"hostile queries at {hostile.products} products: worst {hostile.worst_ms:.1f} ms "
-          f"(query {hostile.worst_query[:40]!r}...), first run with the word cache empty "
-          f"{hostile.cold_worst_ms:.1f} ms")
+    print(
+        f"hostile queries at {hostile.products} products: worst {hostile.worst_ms:.1f} ms "
+        f"(query {hostile.worst_query[:40]!r}...), first run with the word cache empty "
+        f"{hostile.cold_worst_ms:.1f} ms"
+    )
 
 
 def section_f(plan: Plan) -> None:
     from bench.serving import run_memory
 
-    print("\n(f) memory of a served synthetic catalog: RSS (ps) of the supervisor and the largest worker, after "
-          "loading; 'demo' = the same server with the bundled demo store")  # fmt: skip
-    print(f"{'products':>8} {'file MiB':>8} {'workers':>7} {'supervisor MiB':>14} {'worker MiB':>10} "
-          f"{'demo worker MiB':>15} {'KiB/product':>11}")  # fmt: skip
+    print(
+        "\n(f) memory of a served synthetic catalog: RSS (ps) of the supervisor and the largest worker, after "
+        "loading; 'demo' = the same server with the bundled demo store"
+    )
+    print(
+        f"{'products':>8} {'file MiB':>8} {'workers':>7} {'supervisor MiB':>14} {'worker MiB':>10} "
+        f"{'demo worker MiB':>15} {'KiB/product':>11}"
+    )
     for r in run_memory(plan.memory_sizes):
         per_product = (r.worker_mib - r.empty_worker_mib) * 1024 / r.products
-        print(f"{r.products:>8} {r.file_mib:>8.1f} {r.workers:>7} {r.supervisor_mib:>14.0f} {r.worker_mib:>10.0f} "
-              f"{r.empty_worker_mib:>15.0f} {per_product:>11.2f}")  # fmt: skip
+        print(
+            f"{r.products:>8} {r.file_mib:>8.1f} {r.workers:>7} {r.supervisor_mib:>14.0f} {r.worker_mib:>10.0f} "
+            f"{r.empty_worker_mib:>15.0f} {per_product:>11.2f}"
+        )
 
 
 def section_g(plan: Plan) -> None:
     from bench.serving import run_health
 
-    print(f"\n(g) GET /healthz every 10 ms while hostile search_products calls run (each shape on its own), one "
-          f"worker, synthetic {plan.hostile_size} products")  # fmt: skip
+    print(
+        f"\n(g) GET /healthz every 10 ms while hostile search_products calls run (each shape on its own), one "
+        f"worker, synthetic {plan.hostile_size} products"
+    )
     for r in run_health(plan.hostile_size, 8):
-        print(f"{r.shape}: {r.hostile} calls ({r.searches_ok} HTTP 200) in {r.searches_seconds:.2f} s; /healthz "
-              f"median {r.healthz_median_ms:.1f} ms, p99 {r.healthz_p99_ms:.1f} ms, max {r.healthz_max_ms:.1f} ms "
-              f"(idle max {r.idle_max_ms:.1f} ms)")  # fmt: skip
+        print(
+            f"{r.shape}: {r.hostile} calls ({r.searches_ok} HTTP 200) in {r.searches_seconds:.2f} s; /healthz "
+            f"median {r.healthz_median_ms:.1f} ms, p99 {r.healthz_p99_ms:.1f} ms, max {r.healthz_max_ms:.1f} ms "
+            f"(idle max {r.idle_max_ms:.1f} ms)"
+        )
 
 
 def main() -> int:

@@ -36,9 +36,14 @@ def create_app() -> Starlette:
 
 def main() -> None:
     uvicorn.run(
-        "bench.noop_server:create_app", factory=True, host="127.0.0.1", port=int(sys.argv[1]), workers=1,
-        log_config=None, timeout_graceful_shutdown=10,
-    )  # fmt: skip
+        "bench.noop_server:create_app",
+        factory=True,
+        host="127.0.0.1",
+        port=int(sys.argv[1]),
+        workers=1,
+        log_config=None,
+        timeout_graceful_shutdown=10,
+    )
 
 
 if __name__ == "__main__":

@@ -218,8 +218,12 @@ def count_under_load(sizes: list[int]) -> list[CountResult]:
             scans = int(client.info("commandstats").get("cmdstat_scan", {}).get("calls", 0))
             # The probe gets a CPU slice as soon as it wakes (nice -10), so its figure is the wait Redis
             # causes, not the bench's own CPU contention on a two-CPU machine.
-            probe = subprocess.Popen([sys.executable, "-c", PROBE, str(redis_server.port), str(3.0 + size / 250_000)],
-                                     stdout=subprocess.PIPE, text=True, preexec_fn=_favoured)  # fmt: skip
+            probe = subprocess.Popen(
+                [sys.executable, "-c", PROBE, str(redis_server.port), str(3.0 + size / 250_000)],
+                stdout=subprocess.PIPE,
+                text=True,
+                preexec_fn=_favoured,
+            )
             try:
                 time.sleep(0.7)  # probe samples of the idle server
                 t0 = time.time()
@@ -234,11 +238,17 @@ def count_under_load(sizes: list[int]) -> list[CountResult]:
             samples = json.loads(out)
             during = [lat for ts, lat in samples if t0 <= ts <= t1]
             idle = [lat for ts, lat in samples if ts < t0]
-            results.append(CountResult(
-                keys=size, counted=counted, seconds=t1 - t0, scan_calls=scans,
-                probe_p99_ms=percentile(during, 0.99) * 1000, probe_max_ms=max(during, default=0) * 1000,
-                probe_idle_p99_ms=percentile(idle, 0.99) * 1000,
-            ))  # fmt: skip
+            results.append(
+                CountResult(
+                    keys=size,
+                    counted=counted,
+                    seconds=t1 - t0,
+                    scan_calls=scans,
+                    probe_p99_ms=percentile(during, 0.99) * 1000,
+                    probe_max_ms=max(during, default=0) * 1000,
+                    probe_idle_p99_ms=percentile(idle, 0.99) * 1000,
+                )
+            )
         client.close()
     unpin()
     return results

@@ -45,13 +45,14 @@ def synthetic_records(size: int, source: Catalog) -> list[dict[str, str]]:
     records = [
         {
             "name": " ".join(rng.choices(words, k=rng.randint(2, 6)))
-            + "\n" + " ".join(rng.choices(words, k=rng.randint(0, 25))),
+            + "\n"
+            + " ".join(rng.choices(words, k=rng.randint(0, 25))),
             "price": f"{rng.randint(100, 99999) / 100:.2f}",
             "category": rng.choice(categories),
             "url": f"/p/item-i{index}",
         }
         for index in range(size)
-    ]  # fmt: skip
+    ]
     return records
 
 
@@ -137,9 +138,17 @@ def measure(catalog: Catalog, label: str, repeats: int) -> SearchResult:
         all_times += times
     worst = max(per_query, key=per_query.__getitem__)
     products = sum(len(s.products) for s in catalog.stores.values())
-    return SearchResult(label, products, len(queries), median(per_query.values()) * 1000,
-                        percentile(all_times, 0.99) * 1000, worst, per_query[worst] * 1000,
-                        median(cold) * 1000, max(cold) * 1000)  # fmt: skip
+    return SearchResult(
+        label,
+        products,
+        len(queries),
+        median(per_query.values()) * 1000,
+        percentile(all_times, 0.99) * 1000,
+        worst,
+        per_query[worst] * 1000,
+        median(cold) * 1000,
+        max(cold) * 1000,
+    )
 
 
 def run(synthetic_size: int, repeats: int) -> tuple[list[SearchResult], HostileResult]:

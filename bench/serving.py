@@ -140,8 +140,10 @@ def healthz_during_hostile(size: int, concurrent: int, redis_url: str) -> list[H
         settings = {"WEFT_STORES_DIR": str(stores), "WEFT_LOG_LEVEL": "WARNING"}
         server = weft_server(redis_url, extra_env=settings, startup_timeout=300).start()
         queries = hostile_queries(synthetic_catalog(min(size, 2000), real_catalog() or load_catalog(None)))
-        return [asyncio.run(_probe(server, shape, calls, clients, size))
-                for shape, clients, calls in hostile_shapes(queries, concurrent)]  # fmt: skip
+        return [
+            asyncio.run(_probe(server, shape, calls, clients, size))
+            for shape, clients, calls in hostile_shapes(queries, concurrent)
+        ]
     finally:
         if server is not None:
             server.stop()
@@ -166,8 +168,9 @@ async def _probe(
             for round_ in range(len(calls)):
                 arguments = calls[(index + round_) % len(calls)]
                 message = tool_call("search_products", arguments, f"hostile-{index}")
-                response = await client.post(server.mcp_url, json=message,
-                                             headers={"Accept": "application/json, text/event-stream"})  # fmt: skip
+                response = await client.post(
+                    server.mcp_url, json=message, headers={"Accept": "application/json, text/event-stream"}
+                )
                 done[0] += 1
                 done[1] += response.status_code == 200
 
@@ -177,8 +180,17 @@ async def _probe(
         seconds = time.perf_counter() - started
         stop.set()
         await prober
-    return HealthResult(shape, size, done[0], seconds, done[1], median(probes) * 1000,
-                        percentile(probes, 0.99) * 1000, max(probes) * 1000, max(idle) * 1000)  # fmt: skip
+    return HealthResult(
+        shape,
+        size,
+        done[0],
+        seconds,
+        done[1],
+        median(probes) * 1000,
+        percentile(probes, 0.99) * 1000,
+        max(probes) * 1000,
+        max(idle) * 1000,
+    )
 
 
 async def _healthz(client: httpx.AsyncClient, server: HttpProcess) -> float:

@@ -89,15 +89,17 @@ def cart_payload(session: Session, cart: Cart, catalog: Catalog) -> dict[str, An
         line_total = line.price * line.quantity
         currency = catalog.currency_of(line.product_id) or DEFAULT_CURRENCY
         totals[currency] = totals.get(currency, Decimal("0")) + line_total
-        items.append({
-            "id": line.product_id,
-            "name": line.name,
-            "price": money(line.price),
-            "quantity": line.quantity,
-            "line_total": money(line_total),
-            "image": product.image if product else None,
-            "url": product.url if product else None,
-        })  # fmt: skip
+        items.append(
+            {
+                "id": line.product_id,
+                "name": line.name,
+                "price": money(line.price),
+                "quantity": line.quantity,
+                "line_total": money(line_total),
+                "image": product.image if product else None,
+                "url": product.url if product else None,
+            }
+        )
     single = next(iter(totals)) if len(totals) == 1 else None
     payload: dict[str, Any] = {
         "session": {"id": session.id, "source": session.source, "shared": session.is_fallback},

@@ -22,7 +22,6 @@ from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken, TokenVerifier
 from mcp.server.auth.settings import AuthSettings
-from pydantic import AnyHttpUrl
 
 from service.config import Settings
 
@@ -175,15 +174,17 @@ def build_auth(settings: Settings) -> AuthSetup | None:
     if settings.auth_mode == "tokens_file":
         assert settings.auth_tokens_file is not None
         # The SDK wants an issuer URL, though it only uses it for metadata this mode does not serve.
-        local = AuthSettings(issuer_url=AnyHttpUrl("http://localhost"), resource_server_url=None)
+        local = AuthSettings.model_validate({"issuer_url": "http://localhost", "resource_server_url": None})
         return AuthSetup(TokensFileVerifier(settings.auth_tokens_file), local)
     if settings.auth_mode == "jwt":
         assert settings.auth_jwks_url and settings.auth_issuer and settings.auth_audience
         verifier = JwtVerifier(settings.auth_jwks_url, settings.auth_issuer, settings.auth_audience)
-        oauth = AuthSettings(
-            issuer_url=AnyHttpUrl(settings.auth_issuer),
-            resource_server_url=AnyHttpUrl(settings.auth_audience),
-            validate_token_resource=False,  # the verifier checks the audience itself
+        oauth = AuthSettings.model_validate(
+            {
+                "issuer_url": settings.auth_issuer,  # validated from text, as the metadata must repeat it
+                "resource_server_url": settings.auth_audience,
+                "validate_token_resource": False,  # the verifier checks the audience itself
+            }
         )
         return AuthSetup(verifier, oauth)
     return None

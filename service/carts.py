@@ -352,9 +352,16 @@ return 0
         self._check(product_id, quantity, low=1, high=None)  # the script enforces the line's maximum
         tail = line_value_tail(name, price)
         return await self._run(
-            self._add, session_key, product_id, quantity, tail, self.max_quantity, self.max_lines,
-            self.ttl_seconds, _now(),
-        )  # fmt: skip
+            self._add,
+            session_key,
+            product_id,
+            quantity,
+            tail,
+            self.max_quantity,
+            self.max_lines,
+            self.ttl_seconds,
+            _now(),
+        )
 
     async def set_quantity(self, session_key: str, product_id: str, quantity: int) -> Cart:
         """Set an existing line's quantity; 0 removes the line (and the key with the last one)."""

@@ -309,13 +309,23 @@ def build_store(
     logger.info(
         "Store %s: %d records -> %d products (%d merged duplicates, %d without a price of which %d unreadable "
         "prices, %d links dropped (not http/https); skipped: %s)",
-        store_id, count, len(products), tally.merged, unpriced, unreadable, tally.dropped_links,
+        store_id,
+        count,
+        len(products),
+        tally.merged,
+        unpriced,
+        unreadable,
+        tally.dropped_links,
         ", ".join(f"{n} {why}" for why, n in tally.skipped.items()) or "none",
-    )  # fmt: skip
+    )
     return Store(
-        id=store_id, name=name, currency=currency, products=products,
-        by_id={p.id: p for p in products}, by_position=positions,
-    )  # fmt: skip
+        id=store_id,
+        name=name,
+        currency=currency,
+        products=products,
+        by_id={p.id: p for p in products},
+        by_position=positions,
+    )
 
 
 def _add_record(record: Any, store_id: str, drafts: dict[str, _Draft], tally: _Tally) -> str | None:

@@ -101,8 +101,11 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _one_auth_mode(self) -> Settings:
         """Auth is off, a tokens file, or a whole JWT trio; a half-configured JWT mode would fail open or shut."""
-        jwt_parts = {"WEFT_AUTH_JWKS_URL": self.auth_jwks_url, "WEFT_AUTH_ISSUER": self.auth_issuer,
-                     "WEFT_AUTH_AUDIENCE": self.auth_audience}  # fmt: skip
+        jwt_parts = {
+            "WEFT_AUTH_JWKS_URL": self.auth_jwks_url,
+            "WEFT_AUTH_ISSUER": self.auth_issuer,
+            "WEFT_AUTH_AUDIENCE": self.auth_audience,
+        }
         missing = [name for name, value in jwt_parts.items() if value is None]
         if 0 < len(missing) < len(jwt_parts):
             raise ValueError(f"JWT authentication needs all of {', '.join(jwt_parts)}; missing {', '.join(missing)}")

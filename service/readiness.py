@@ -40,8 +40,12 @@ async def storage_readiness(carts: CartStore, *, debug_tool: bool = True) -> tup
     except TimeoutError:
         note_storage_condition(Fault.TIMEOUT)
         reason = f"cart storage ({carts.backend}) did not answer within {READY_TIMEOUT_SECONDS:g} s (timeout)"
-        return 503, {"status": "unavailable", "condition": Fault.TIMEOUT.value, "reason": reason,
-                     "storage": carts.backend}  # fmt: skip
+        return 503, {
+            "status": "unavailable",
+            "condition": Fault.TIMEOUT.value,
+            "reason": reason,
+            "storage": carts.backend,
+        }
     except CartStorageError as exc:
         reason = f"cart storage ({carts.backend}): {exc}"
         body: dict[str, Any] = {"condition": exc.kind.value, "reason": reason, "storage": carts.backend}
@@ -52,8 +56,16 @@ async def storage_readiness(carts: CartStore, *, debug_tool: bool = True) -> tup
         return 503, {"status": "unavailable", **body}
     if denied:
         tools = [TOOL_OF_COMMAND[command] for command in denied]
-        reason = (f"cart storage ({carts.backend}): Redis' ACL denies this user {', '.join(denied)}, so "
-                  f"{', '.join(tools)} cannot work; the other tools do (permission)")  # fmt: skip
-        return 200, {"status": "degraded", "condition": Fault.PERMISSION.value, "missing": list(denied),
-                     "tools_affected": tools, "reason": reason, "storage": carts.backend}  # fmt: skip
+        reason = (
+            f"cart storage ({carts.backend}): Redis' ACL denies this user {', '.join(denied)}, so "
+            f"{', '.join(tools)} cannot work; the other tools do (permission)"
+        )
+        return 200, {
+            "status": "degraded",
+            "condition": Fault.PERMISSION.value,
+            "missing": list(denied),
+            "tools_affected": tools,
+            "reason": reason,
+            "storage": carts.backend,
+        }
     return 200, {"status": "ready", "storage": carts.backend}

@@ -36,8 +36,15 @@ class Fault(StrEnum):
 
 
 # Conditions of the whole store (every worker shares one Redis); DAMAGED is one cart's.
-STORE_CONDITIONS = ("ok", Fault.FULL, Fault.AUTHENTICATION, Fault.PERMISSION, Fault.TIMEOUT, Fault.UNREACHABLE,
-                    Fault.FAILED)  # fmt: skip
+STORE_CONDITIONS = (
+    "ok",
+    Fault.FULL,
+    Fault.AUTHENTICATION,
+    Fault.PERMISSION,
+    Fault.TIMEOUT,
+    Fault.UNREACHABLE,
+    Fault.FAILED,
+)
 
 REASONS = {
     Fault.AUTHENTICATION: "Redis refused the credentials in WEFT_REDIS_URL (authentication)",

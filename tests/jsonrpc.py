@@ -69,9 +69,11 @@ async def _add_calls(urls: Sequence[str], calls: Sequence[AddCall], tasks: int, 
             while queue:
                 index, (session_id, product_id) = queue.pop()
                 message = tool_call_message(
-                    "add_to_cart", {"product_id": product_id, "quantity": 1}, meta={"sessionId": session_id},
+                    "add_to_cart",
+                    {"product_id": product_id, "quantity": 1},
+                    meta={"sessionId": session_id},
                     request_id=index,
-                )  # fmt: skip
+                )
                 try:
                     response = await client.post(urls[(index + offset) % len(urls)], json=message, headers=JSON_HEADERS)
                 except httpx.HTTPError:

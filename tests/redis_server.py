@@ -56,15 +56,30 @@ class RedisCluster:
             for _ in range(self.size):
                 node = RedisProcess(port=free_cluster_port())
                 config_file = str(node.workdir / f"nodes-{node.port}.conf")
-                node.extra_args = ("--cluster-enabled", "yes", "--cluster-config-file", config_file,
-                                   "--cluster-node-timeout", "2000")  # fmt: skip
+                node.extra_args = (
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    config_file,
+                    "--cluster-node-timeout",
+                    "2000",
+                )
                 self.nodes.append(node.start())
             addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
             subprocess.run(
-                [shutil.which("redis-cli") or "redis-cli", "--cluster", "create", *addresses,
-                 "--cluster-replicas", "0", "--cluster-yes"],
-                check=True, capture_output=True, timeout=timeout,
-            )  # fmt: skip
+                [
+                    shutil.which("redis-cli") or "redis-cli",
+                    "--cluster",
+                    "create",
+                    *addresses,
+                    "--cluster-replicas",
+                    "0",
+                    "--cluster-yes",
+                ],
+                check=True,
+                capture_output=True,
+                timeout=timeout,
+            )
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
                 if all(self._state_ok(node) for node in self.nodes):

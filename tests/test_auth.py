@@ -120,7 +120,7 @@ async def test_tokens_file_verifier_and_reload(tmp_path: Path) -> None:
             "auth_audience": "http://x/mcp",
             "auth_tokens_file": "/tmp/tokens",
         },
-    ],  # fmt: skip
+    ],
     ids=["jwks-only", "no-audience", "audience-not-url", "both-modes"],
 )
 def test_half_configured_auth_is_refused(env: dict[str, str]) -> None:

@@ -21,9 +21,17 @@ def test_bench_smoke_prints_every_figure() -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
-    for heading in ("(a) tool calls", "(b) Redis commands", "(c) bytes per 3-line cart", "(d) debug_session",
-                    "(e) search_products", "hostile queries at", "(f) memory of a served", "(g) GET /healthz",
-                    "bench finished"):  # fmt: skip
+    for heading in (
+        "(a) tool calls",
+        "(b) Redis commands",
+        "(c) bytes per 3-line cart",
+        "(d) debug_session",
+        "(e) search_products",
+        "hostile queries at",
+        "(f) memory of a served",
+        "(g) GET /healthz",
+        "bench finished",
+    ):
         assert heading in out, out
     for row in ("noop floor", "add_to_cart ", "view_cart ", "clear_cart", "MEMORY USAGE", "Redis defaults"):
         assert row in out, out

@@ -543,9 +543,13 @@ async def test_each_cart_call_sends_one_client_command(store: CartStore, monkeyp
         await call()
         observed[name] = list(sent)
     assert observed == {
-        "add": ["EVALSHA"], "view": ["EVALSHA"], "set_quantity": ["EVALSHA"], "remove": ["EVALSHA"],
-        "view_absent": ["EVALSHA"], "clear": ["DEL"],
-    }  # fmt: skip
+        "add": ["EVALSHA"],
+        "view": ["EVALSHA"],
+        "set_quantity": ["EVALSHA"],
+        "remove": ["EVALSHA"],
+        "view_absent": ["EVALSHA"],
+        "clear": ["DEL"],
+    }
 
 
 def _commandstats(client: redis.Redis) -> dict[str, dict[str, Any]]:
@@ -944,8 +948,10 @@ async def test_sweeps_report_carts_with_unreadable_lines_or_stamps_as_damaged(st
     assert [line.get("damaged", False) for line in detail.lines] == [True, False]
     stamped = await store.cart_detail(f"stamp-{len(GARBAGE_LINES)}", now=NOW)
     assert (stamped.damaged, stamped.last_accessed, stamped.idle_seconds) == (
-        "unreadable _last_accessed (not Unix seconds)", None, None,
-    )  # fmt: skip
+        "unreadable _last_accessed (not Unix seconds)",
+        None,
+        None,
+    )
     for key in expected:
         assert await store.delete_cart(store.session_key_of(key)) is True
     assert await store.count_carts() == 0

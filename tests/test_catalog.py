@@ -130,9 +130,21 @@ def test_order_of_duplicate_records_does_not_matter() -> None:
 
 @pytest.mark.parametrize(
     ("raw", "expected"),
-    [("24.4", "24.40"), (24.4, "24.40"), (7, "7.00"), ("12,90", "12.90"), ("1,299", "1299.00"), ("₪19.9 ", "19.90"),
-     (None, None), ("", None), ("n/a", None), ("0", None), ("-3", None), (True, None)],
-)  # fmt: skip
+    [
+        ("24.4", "24.40"),
+        (24.4, "24.40"),
+        (7, "7.00"),
+        ("12,90", "12.90"),
+        ("1,299", "1299.00"),
+        ("₪19.9 ", "19.90"),
+        (None, None),
+        ("", None),
+        ("n/a", None),
+        ("0", None),
+        ("-3", None),
+        (True, None),
+    ],
+)
 def test_parse_price(raw: object, expected: str | None) -> None:
     price = parse_price(raw)
     assert (None if price is None else str(price)) == expected
@@ -210,26 +222,101 @@ NBSP, NARROW_NBSP = "\u00a0", "\u202f"
 
 @pytest.mark.parametrize(
     ("raw", "expected"),
-    [("1.299,90", "1299.90"), ("1,299.90", "1299.90"), (f"1{NBSP}299,90", "1299.90"), (f"1{NARROW_NBSP}299,90",
-     "1299.90"), ("1 299,90", "1299.90"), ("1'299.90", "1299.90"), ("1.299", "1299.00"), ("12.345.678,5",
-     "12345678.50"), ("1,234,567", "1234567.00"), ("24,40", "24.40"), ("0.01", "0.01"), ("0,5", "0.50"),
-     ("1299", "1299.00"), ("24.444", "24444.00"), ("₪ 1.299,90", "1299.90"), ("1,299.90 ₪", "1299.90"),
-     ("ILS 24.40", "24.40"), ("24.40 NIS", "24.40"), ("Rs. 24.40", "24.40"), (24, "24.00"), (24.4, "24.40"),
-     (0.1, "0.10"), ("  7 ", "7.00")],
-)  # fmt: skip
+    [
+        ("1.299,90", "1299.90"),
+        ("1,299.90", "1299.90"),
+        (f"1{NBSP}299,90", "1299.90"),
+        (f"1{NARROW_NBSP}299,90", "1299.90"),
+        ("1 299,90", "1299.90"),
+        ("1'299.90", "1299.90"),
+        ("1.299", "1299.00"),
+        ("12.345.678,5", "12345678.50"),
+        ("1,234,567", "1234567.00"),
+        ("24,40", "24.40"),
+        ("0.01", "0.01"),
+        ("0,5", "0.50"),
+        ("1299", "1299.00"),
+        ("24.444", "24444.00"),
+        ("₪ 1.299,90", "1299.90"),
+        ("1,299.90 ₪", "1299.90"),
+        ("ILS 24.40", "24.40"),
+        ("24.40 NIS", "24.40"),
+        ("Rs. 24.40", "24.40"),
+        (24, "24.00"),
+        (24.4, "24.40"),
+        (0.1, "0.10"),
+        ("  7 ", "7.00"),
+    ],
+)
 def test_parse_price_reads_real_shop_formats_exactly(raw: object, expected: str) -> None:
     assert str(parse_price(raw)) == expected
 
 
 @pytest.mark.parametrize(
     "raw",
-    ["0.005", "1e309", "1e5", "1E+20", "2e-2", 1e20, 1e309, float("nan"), float("inf"), 0.005, 24.444,
-     "1.299,905", "٢٤", "٢٤.٥٠", "2٤", "२४", "２４", "12.3.4", "1,2,3", "1.29.90", "12,34,567", "01,299",
-     "1,2990", "1.299.90", "1,299,90", "-5", "5-", "10-20", "10 - 20", "- 5", "0", "0.00", "0,00", "00", "-0.01",
-     "1" * 13, "9" * 27, 10**27, "1" * 27 + ".50", "24.40.", ".5", "5.", "1,,299", "1.,299", "1 299.90 2",
-     "24.40 ₪ 3",
-     "Infinity", "NaN", "sNaN", "0x1A", "1_000", "½", "²", True, False, None, "", "  ", [24], {"price": 24}],
-)  # fmt: skip
+    [
+        "0.005",
+        "1e309",
+        "1e5",
+        "1E+20",
+        "2e-2",
+        1e20,
+        1e309,
+        float("nan"),
+        float("inf"),
+        0.005,
+        24.444,
+        "1.299,905",
+        "٢٤",
+        "٢٤.٥٠",
+        "2٤",
+        "२४",
+        "２４",
+        "12.3.4",
+        "1,2,3",
+        "1.29.90",
+        "12,34,567",
+        "01,299",
+        "1,2990",
+        "1.299.90",
+        "1,299,90",
+        "-5",
+        "5-",
+        "10-20",
+        "10 - 20",
+        "- 5",
+        "0",
+        "0.00",
+        "0,00",
+        "00",
+        "-0.01",
+        "1" * 13,
+        "9" * 27,
+        10**27,
+        "1" * 27 + ".50",
+        "24.40.",
+        ".5",
+        "5.",
+        "1,,299",
+        "1.,299",
+        "1 299.90 2",
+        "24.40 ₪ 3",
+        "Infinity",
+        "NaN",
+        "sNaN",
+        "0x1A",
+        "1_000",
+        "½",
+        "²",
+        True,
+        False,
+        None,
+        "",
+        "  ",
+        [24],
+        {"price": 24},
+    ],
+)
 def test_parse_price_refuses_anything_it_cannot_read_exactly(raw: object) -> None:
     """Exponents, more than two decimals, other scripts' digits, signs, ranges, ambiguity or absurd size: no price."""
     assert parse_price(raw) is None
@@ -237,11 +324,27 @@ def test_parse_price_refuses_anything_it_cannot_read_exactly(raw: object) -> Non
 
 @given(
     st.decimals(min_value=Decimal("0.01"), max_value=Decimal("999999999999.99"), places=2),
-    st.sampled_from([(",", "."), (".", ","), (" ", ","), (NBSP, ","), (NARROW_NBSP, ","), ("'", "."), ("", "."),
-                     ("", ",")]),
-    st.sampled_from([("", ""), ("₪", ""), ("₪ ", ""), ("", "₪"), ("", " ₪"), ("ILS ", ""), ("", " ILS"), ("$", ""),
-                     ("NIS ", ""), ("", " NIS"), ("", ' ש"ח'), ("R$ ", ""), ("US$", "")]),
-)  # fmt: skip
+    st.sampled_from(
+        [(",", "."), (".", ","), (" ", ","), (NBSP, ","), (NARROW_NBSP, ","), ("'", "."), ("", "."), ("", ",")]
+    ),
+    st.sampled_from(
+        [
+            ("", ""),
+            ("₪", ""),
+            ("₪ ", ""),
+            ("", "₪"),
+            ("", " ₪"),
+            ("ILS ", ""),
+            ("", " ILS"),
+            ("$", ""),
+            ("NIS ", ""),
+            ("", " NIS"),
+            ("", ' ש"ח'),
+            ("R$ ", ""),
+            ("US$", ""),
+        ]
+    ),
+)
 def test_any_two_place_price_in_any_grouping_style_parses_back_to_itself(
     value: Decimal, style: tuple[str, str], currency: tuple[str, str]
 ) -> None:
@@ -283,8 +386,14 @@ def test_unreadable_prices_are_unavailable_and_counted(caplog: pytest.LogCapture
     with caplog.at_level("INFO", logger="service.catalog"):
         store = build_store(records, store_id="t", name="T")
     prices = {p.name: p.price for p in store.products}
-    assert prices == {"Dust": None, "Star": None, "Huge": None, "Arabic": None, "Euro": Decimal("1299.90"),
-                      "Unpriced": None}  # fmt: skip
+    assert prices == {
+        "Dust": None,
+        "Star": None,
+        "Huge": None,
+        "Arabic": None,
+        "Euro": Decimal("1299.90"),
+        "Unpriced": None,
+    }
     assert not any(p.is_purchasable and p.price == 0 for p in store.products)
     assert "4 unreadable prices" in caplog.text and "5 without a price" in caplog.text, caplog.text
 
@@ -302,8 +411,14 @@ def write_store(root: Path, store_id: str, products: object, meta: object = None
     return folder
 
 
-GOOD_RECORDS = {"products": [{"name": "Bread", "price": "2", "url": "b-i1"}, {"name": "Gold", "price": "9" * 27},
-                             {"name": "Bad", "price": {"x": 1}}, {"name": ["list"]}]}  # fmt: skip
+GOOD_RECORDS = {
+    "products": [
+        {"name": "Bread", "price": "2", "url": "b-i1"},
+        {"name": "Gold", "price": "9" * 27},
+        {"name": "Bad", "price": {"x": 1}},
+        {"name": ["list"]},
+    ]
+}
 BAD_STORES = {
     "bad-meta-json": ({"products": []}, None, "{not json"),
     "bad-meta-list": ({"products": []}, ["a", "list"], None),
@@ -351,12 +466,28 @@ def load_raw_products(tmp_path: Path, records_text: str) -> dict[str, Decimal | 
 
 
 JSON_NUMBER_PRICES = {
-    "19.999999999999999": None, "0.009999999999999999999": None, "0.0100000000000000001": None,
-    "24.400": "24.40", "24.4": "24.40", "7": "7.00", "0.01": "0.01", "12.3000000000000": "12.30",
-    "1e5": None, "1E2": None, "1.5e1": None, "0.1e-1": None, "2E+0": None, "-3": None, "-0.5": None,
-    "0": None, "0.00": None, "999999999999.99": "999999999999.99", "1000000000000": None,
-    "9" * 5000: None, "1" + "0" * 400 + ".5": None,
-}  # fmt: skip
+    "19.999999999999999": None,
+    "0.009999999999999999999": None,
+    "0.0100000000000000001": None,
+    "24.400": "24.40",
+    "24.4": "24.40",
+    "7": "7.00",
+    "0.01": "0.01",
+    "12.3000000000000": "12.30",
+    "1e5": None,
+    "1E2": None,
+    "1.5e1": None,
+    "0.1e-1": None,
+    "2E+0": None,
+    "-3": None,
+    "-0.5": None,
+    "0": None,
+    "0.00": None,
+    "999999999999.99": "999999999999.99",
+    "1000000000000": None,
+    "9" * 5000: None,
+    "1" + "0" * 400 + ".5": None,
+}
 
 
 def test_json_number_prices_are_read_from_their_text(tmp_path: Path) -> None:
@@ -378,20 +509,53 @@ def test_numeric_names_and_links_are_still_not_text(tmp_path: Path, caplog: pyte
 
 @pytest.mark.parametrize(
     "raw",
-    ["12.5k", "1.2M", "2x", "5kg", "5 kg", "12.5 k", "24.40 per kg", "from 24.40", "NIS24.40", "24.40NIS", "24ILS",
-     "approx 24", "24 each", "x24", "24.40 ₪ each", "ab 24", "24 abcd", "₪24 x2"],
-)  # fmt: skip
+    [
+        "12.5k",
+        "1.2M",
+        "2x",
+        "5kg",
+        "5 kg",
+        "12.5 k",
+        "24.40 per kg",
+        "from 24.40",
+        "NIS24.40",
+        "24.40NIS",
+        "24ILS",
+        "approx 24",
+        "24 each",
+        "x24",
+        "24.40 ₪ each",
+        "ab 24",
+        "24 abcd",
+        "₪24 x2",
+    ],
+)
 def test_letters_around_a_price_that_are_no_currency_make_it_unavailable(raw: str) -> None:
     assert parse_price(raw) is None
 
 
 @pytest.mark.parametrize(
     ("raw", "expected"),
-    [('24.40 ש"ח', "24.40"), ("24.40 ש״ח", "24.40"), ("24.40 שח", "24.40"), ('ש"ח 24.40', "24.40"),
-     ("Rs 24", "24.00"), ("Rs. 24", "24.00"), ("R$ 24,40", "24.40"), ("US$24", "24.00"), ("€24", "24.00"),
-     ("24 €", "24.00"), ("24.40 EUR", "24.40"), ("CHF 24.40", "24.40"), ("24,40 zł", "24.40"), ("24 kr", "24.00"),
-     ("₪\u00a024.40", "24.40"), ("24.40\u00a0NIS", "24.40"), ("usd 5", "5.00")],
-)  # fmt: skip
+    [
+        ('24.40 ש"ח', "24.40"),
+        ("24.40 ש״ח", "24.40"),
+        ("24.40 שח", "24.40"),
+        ('ש"ח 24.40', "24.40"),
+        ("Rs 24", "24.00"),
+        ("Rs. 24", "24.00"),
+        ("R$ 24,40", "24.40"),
+        ("US$24", "24.00"),
+        ("€24", "24.00"),
+        ("24 €", "24.00"),
+        ("24.40 EUR", "24.40"),
+        ("CHF 24.40", "24.40"),
+        ("24,40 zł", "24.40"),
+        ("24 kr", "24.00"),
+        ("₪\u00a024.40", "24.40"),
+        ("24.40\u00a0NIS", "24.40"),
+        ("usd 5", "5.00"),
+    ],
+)
 def test_real_currency_text_is_read(raw: str, expected: str) -> None:
     assert str(parse_price(raw)) == expected
 
@@ -435,8 +599,10 @@ def test_unreadable_records_are_skipped_and_counted(
     store = catalog.stores["dirty"]
     assert (store.name, store.currency) == ("Dirty", "EUR")
     assert {p.name: p.price for p in store.products} == {
-        "Bread": Decimal("2.00"), "Digits": None, "Milk": Decimal("5.00")
-    }  # fmt: skip
+        "Bread": Decimal("2.00"),
+        "Digits": None,
+        "Milk": Decimal("5.00"),
+    }
     assert catalog.product("dirty:5") is catalog.product("dirty:i6")  # positions still count the skipped records
     assert "3 unreadable records" in caplog.text, caplog.text
     assert not [r for r in caplog.records if r.levelname == "ERROR"]
@@ -447,12 +613,21 @@ def test_unreadable_records_are_skipped_and_counted(
 
 @pytest.mark.parametrize(
     ("raw", "one_line", "multiline"),
-    [("Tea\u2028Green", "Tea Green", "Tea\nGreen"), ("Tea\u2029Green", "Tea Green", "Tea\nGreen"),
-     ("\ufeffTea", "Tea", "Tea"), ("T\u200bea", "Tea", "Tea"), ("T\u2060e\u2064a", "Tea", "Tea"),
-     ("Tea\U000e0049\U000e0047\U000e004e", "Tea", "Tea"), ("Tea\u206a\ufff9x\ufffb", "Teax", "Teax"),
-     ("\u200fשלום\u200e \u200d👨\u200d👩 fa\u200cx", "\u200fשלום\u200e \u200d👨\u200d👩 fa\u200cx",
-      "\u200fשלום\u200e \u200d👨\u200d👩 fa\u200cx")],
-)  # fmt: skip
+    [
+        ("Tea\u2028Green", "Tea Green", "Tea\nGreen"),
+        ("Tea\u2029Green", "Tea Green", "Tea\nGreen"),
+        ("\ufeffTea", "Tea", "Tea"),
+        ("T\u200bea", "Tea", "Tea"),
+        ("T\u2060e\u2064a", "Tea", "Tea"),
+        ("Tea\U000e0049\U000e0047\U000e004e", "Tea", "Tea"),
+        ("Tea\u206a\ufff9x\ufffb", "Teax", "Teax"),
+        (
+            "\u200fשלום\u200e \u200d👨\u200d👩 fa\u200cx",
+            "\u200fשלום\u200e \u200d👨\u200d👩 fa\u200cx",
+            "\u200fשלום\u200e \u200d👨\u200d👩 fa\u200cx",
+        ),
+    ],
+)
 def test_clean_text_breaks_lines_and_drops_invisible_characters(raw: str, one_line: str, multiline: str) -> None:
     """Line/paragraph separators are line breaks; characters that only hide text go; marks and joiners stay."""
     assert clean_text(raw) == one_line
@@ -461,16 +636,20 @@ def test_clean_text_breaks_lines_and_drops_invisible_characters(raw: str, one_li
 
 @pytest.mark.parametrize(
     ("link", "base", "expected"),
-    [(" https://shop.test/a.png ", None, "https://shop.test/a.png"),
-     ("\thttps://shop.test/a.png\n", None, "https://shop.test/a.png"),
-     ("  /img/a.png ", "https://base.example/", "https://base.example/img/a.png"),
-     ("/img/a.png", "https://base.example/shop/", "https://base.example/shop/img/a.png"),
-     ("img/a.png", "https://base.example/shop/", "https://base.example/shop/img/a.png"),
-     ("//evil.example/a.png", "https://base.example/", "https://evil.example/a.png"),
-     ("//evil.example/a.png", "http://base.example/x/", "http://evil.example/a.png"),
-     (" //cdn.example/a.png", None, "https://cdn.example/a.png"),
-     ("https://shop.test/a b.png", None, None), ("///x.png", "https://base.example/", None),
-     ("javascript:alert(1)", "https://base.example/", None), ("   ", "https://base.example/", None)],
-)  # fmt: skip
+    [
+        (" https://shop.test/a.png ", None, "https://shop.test/a.png"),
+        ("\thttps://shop.test/a.png\n", None, "https://shop.test/a.png"),
+        ("  /img/a.png ", "https://base.example/", "https://base.example/img/a.png"),
+        ("/img/a.png", "https://base.example/shop/", "https://base.example/shop/img/a.png"),
+        ("img/a.png", "https://base.example/shop/", "https://base.example/shop/img/a.png"),
+        ("//evil.example/a.png", "https://base.example/", "https://evil.example/a.png"),
+        ("//evil.example/a.png", "http://base.example/x/", "http://evil.example/a.png"),
+        (" //cdn.example/a.png", None, "https://cdn.example/a.png"),
+        ("https://shop.test/a b.png", None, None),
+        ("///x.png", "https://base.example/", None),
+        ("javascript:alert(1)", "https://base.example/", None),
+        ("   ", "https://base.example/", None),
+    ],
+)
 def test_web_links_are_trimmed_and_resolved_as_browsers_do(link: str, base: str | None, expected: str | None) -> None:
     assert web_link(link, base) == expected

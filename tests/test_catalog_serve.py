@@ -26,12 +26,17 @@ def write_synthetic_store(root: Path, size: int, seed: int = 3) -> Path:
     rng = random.Random(seed)
     words = sorted({"".join(rng.choices(SYLLABLES, k=rng.randint(1, 4))) for _ in range(6000)})
     records = [
-        {"name": " ".join(rng.choices(words, k=rng.randint(2, 6)))
-         + "\n" + " ".join(rng.choices(words, k=rng.randint(0, 25))),
-         "price": f"{rng.randint(100, 99999) / 100:.2f}", "category": f"cat {rng.randint(1, 40)}",
-         "url": f"https://shop.test/p/item-i{index}", "image": f"https://shop.test/img/{index}.jpg"}
+        {
+            "name": " ".join(rng.choices(words, k=rng.randint(2, 6)))
+            + "\n"
+            + " ".join(rng.choices(words, k=rng.randint(0, 25))),
+            "price": f"{rng.randint(100, 99999) / 100:.2f}",
+            "category": f"cat {rng.randint(1, 40)}",
+            "url": f"https://shop.test/p/item-i{index}",
+            "image": f"https://shop.test/img/{index}.jpg",
+        }
         for index in range(size)
-    ]  # fmt: skip
+    ]
     data = root / "big" / "data"
     data.mkdir(parents=True)
     (data / "products.json").write_text(json.dumps({"products": records}), encoding="utf-8")
@@ -74,9 +79,13 @@ def test_no_usable_store_exits_2_with_one_line(tmp_path: Path) -> None:
     make_stores(tmp_path)
     (tmp_path / "good" / "data" / "products.json").write_text("{", encoding="utf-8")
     result = subprocess.run(
-        serve_command(port=0), env=serve_env({"WEFT_STORES_DIR": str(tmp_path)}), cwd=tmp_path,
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        serve_command(port=0),
+        env=serve_env({"WEFT_STORES_DIR": str(tmp_path)}),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2, result.stderr
     output = result.stdout + result.stderr
     final = [line for line in output.splitlines() if line.startswith("weft-mcp:")]
@@ -190,8 +199,9 @@ def test_paging_past_the_first_matches_is_refused_at_once(tmp_path: Path) -> Non
         total = broad["pagination"]["totalProducts"]
         assert total > 2_000
         for page, page_size in [(total // 12, 12), (85, 12), (21, 50), (1001, 1)]:
-            answer = call_tool(shop.mcp_url, "search_products", {"search": "a", "page": page, "page_size": page_size},
-                               session="s")  # fmt: skip
+            answer = call_tool(
+                shop.mcp_url, "search_products", {"search": "a", "page": page, "page_size": page_size}, session="s"
+            )
             assert answer.get("isError"), (page, page_size, answer)
             text = answer["content"][0]["text"]
             assert "first 1000 matches" in text and "narrow" in text and "\n" not in text.strip(), text

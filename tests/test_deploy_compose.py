@@ -22,16 +22,25 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.skipif(not shutil.which("docker-compose"), reason="docker-compose is not installed (.ci/run installs it)")
 def test_compose_file_is_valid() -> None:
     result = subprocess.run(
-        ["docker-compose", "-f", "docker-compose.yml", "config", "-q"], cwd=ROOT, capture_output=True, text=True,
+        ["docker-compose", "-f", "docker-compose.yml", "config", "-q"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
         timeout=60,
-    )  # fmt: skip
+    )
     assert result.returncode == 0, result.stderr
 
 
 @pytest.mark.skipif(not shutil.which("docker-compose"), reason="docker-compose is not installed (.ci/run installs it)")
 def test_compose_runs_several_workers_behind_nginx_on_8080() -> None:
-    result = subprocess.run(["docker-compose", "-f", "docker-compose.yml", "config"], cwd=ROOT, capture_output=True,
-                            text=True, timeout=60, check=True)  # fmt: skip
+    result = subprocess.run(
+        ["docker-compose", "-f", "docker-compose.yml", "config"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     config = result.stdout
     assert "8080:8080" in config or "published: 8080" in config
     for service in ("redis:", "weft1:", "weft2:", "nginx:"):

@@ -68,8 +68,10 @@ def test_a_realistic_cart_stays_listpack_under_the_shipped_config() -> None:
     defaults = measure(())
     shipped = measure(shipped_memory_settings())
     for lines in defaults:
-        print(f"{lines:>2}-line cart: defaults {defaults[lines][0]} {defaults[lines][1]} B, "
-              f"deploy/redis.conf {shipped[lines][0]} {shipped[lines][1]} B")  # fmt: skip
+        print(
+            f"{lines:>2}-line cart: defaults {defaults[lines][0]} {defaults[lines][1]} B, "
+            f"deploy/redis.conf {shipped[lines][0]} {shipped[lines][1]} B"
+        )
     assert all(encoding == "listpack" for encoding, _ in shipped.values())
     # The longest demo names exceed the default 64-byte listpack value: the default config pays for a hashtable.
     assert defaults[3][0] == "hashtable"

@@ -251,12 +251,15 @@ def test_raw_jsonrpc_two_conversations_stay_apart(redis_url: str, product_ids: l
         "conv-over-openai",
         "params-over-envelope",
         "other-params-meta",
-    ],  # fmt: skip
+    ],
 )
 def test_session_source_over_http(
-    server: ServeProcess, meta: dict[str, Any] | None, envelope_meta: dict[str, Any] | None,
-    expected_id: str, expected_source: str,
-) -> None:  # fmt: skip
+    server: ServeProcess,
+    meta: dict[str, Any] | None,
+    envelope_meta: dict[str, Any] | None,
+    expected_id: str,
+    expected_source: str,
+) -> None:
     data = ok(call(server, "debug_session", meta=meta, envelope_meta=envelope_meta))
     assert data["session_id"] == expected_id
     assert data["session_source"] == expected_source

@@ -206,8 +206,11 @@ def test_worker_sigkilled_under_load_loses_no_cart(private_redis: RedisProcess) 
         for victim in sorted(originals):
             assert thread.is_alive(), "the load ended before every worker was killed; add more calls"
             os.kill(victim, signal.SIGKILL)
-            wait_for(lambda v=victim: v not in worker_pids(supervisor) and len(worker_pids(supervisor)) == 2, 20,
-                     "a replacement worker")  # fmt: skip
+            wait_for(
+                lambda v=victim: v not in worker_pids(supervisor) and len(worker_pids(supervisor)) == 2,
+                20,
+                "a replacement worker",
+            )
         thread.join(timeout=120)
         assert not thread.is_alive()
         (outcomes,) = box
@@ -264,10 +267,16 @@ def test_redis_aof_sigkilled_under_load_keeps_every_acknowledged_add(private_red
         (RedisTimeoutError("Timeout connecting to server"), "timeout", False),
         (RedisConnectionError("Error 111 connecting to 127.0.0.1:1. Connection refused."), "unreachable", False),
         (AuthenticationError("invalid username-password pair or user is disabled."), "authentication", False),
-        (NoPermissionError("this user has no permissions to access one of the keys used as arguments"),
-         "permission", False),
-        (OutOfMemoryError("command not allowed when used memory > 'maxmemory'. script: 1f, on @user_script:26."),
-         "full", False),
+        (
+            NoPermissionError("this user has no permissions to access one of the keys used as arguments"),
+            "permission",
+            False,
+        ),
+        (
+            OutOfMemoryError("command not allowed when used memory > 'maxmemory'. script: 1f, on @user_script:26."),
+            "full",
+            False,
+        ),
         (ResponseError("WRONGTYPE Operation against a key holding the wrong kind of value"), "damaged", False),
         (ResponseError("ERR something else"), "failed", False),
     ],

@@ -109,7 +109,7 @@ def assert_unharmed(shop: ServeProcess, client: redis.Redis, prefix: str, bystan
         "129-separator",
         "colons",
         "punctuation",
-    ],  # fmt: skip
+    ],
 )
 def test_hostile_session_ids_get_their_own_safe_cart(
     shop: ServeProcess, redis_client: redis.Redis, prefix: str, bystander: dict[str, Any], session_id: str
@@ -229,7 +229,7 @@ def test_non_object_meta_is_ignored_not_fatal(
         "infinite-quantity",
         "deep-array",
         "deep-object",
-    ],  # fmt: skip
+    ],
 )
 def test_malformed_requests_get_an_error_not_a_crash(
     shop: ServeProcess, redis_client: redis.Redis, prefix: str, bystander: dict[str, Any], body: bytes
@@ -249,9 +249,15 @@ MARK = "ZQX-echo-mark"  # in every body below: it must never come back in the an
 
 
 def _batch(count: int) -> bytes:
-    calls = [{"jsonrpc": "2.0", "id": i, "method": "tools/call",
-              "params": {"name": "add_to_cart", "arguments": {"product_id": OATS}, "_meta": {"sessionId": MARK}}}
-             for i in range(count)]  # fmt: skip
+    calls = [
+        {
+            "jsonrpc": "2.0",
+            "id": i,
+            "method": "tools/call",
+            "params": {"name": "add_to_cart", "arguments": {"product_id": OATS}, "_meta": {"sessionId": MARK}},
+        }
+        for i in range(count)
+    ]
     return json.dumps(calls).encode()
 
 
@@ -295,8 +301,22 @@ def test_a_batch_gets_one_sentence_and_changes_nothing(
         b"",
         b"\xff\xfe" + MARK.encode(),
     ],
-    ids=["params-string", "jsonrpc-1.0", "jsonrpc-number", "method-number", "params-list", "no-fields",
-         "no-method", "string", "null", "number", "not-json", "trailing-comma", "empty", "binary"],  # fmt: skip
+    ids=[
+        "params-string",
+        "jsonrpc-1.0",
+        "jsonrpc-number",
+        "method-number",
+        "params-list",
+        "no-fields",
+        "no-method",
+        "string",
+        "null",
+        "number",
+        "not-json",
+        "trailing-comma",
+        "empty",
+        "binary",
+    ],
 )
 def test_invalid_messages_get_one_sentence_that_echoes_nothing(
     shop: ServeProcess, redis_client: redis.Redis, prefix: str, bystander: dict[str, Any], body: bytes
@@ -318,17 +338,31 @@ def test_invalid_messages_get_one_sentence_that_echoes_nothing(
         {"method": "tools/call", "params": {"name": f"<img src=x onerror=alert(1)>{MARK}", "arguments": {}}},
         {"method": "tools/call", "params": {"name": "add_to_cart", "arguments": {"product_id": MARK}}},
         {"method": "tools/call", "params": {"name": "add_to_cart", "arguments": {"product_id": f"s:{MARK}"}}},
-        {"method": "tools/call", "params": {"name": "add_to_cart",
-                                            "arguments": {"product_id": OATS, "quantity": MARK}}},
+        {
+            "method": "tools/call",
+            "params": {"name": "add_to_cart", "arguments": {"product_id": OATS, "quantity": MARK}},
+        },
         {"method": "tools/call", "params": {"name": "search_products", "arguments": {"page": MARK}}},
         {"method": "tools/call", "params": {"name": "search_products", "arguments": {"store": MARK}}},
         {"method": "tools/call", "params": {"name": "search_products", "arguments": {"search": [MARK]}}},
         {"method": f"{MARK}/list", "params": {}},
         {"method": "resources/read", "params": {"uri": f"ui://{MARK}"}},
     ],
-    ids=["missing-argument", "missing-with-extra", "missing-with-other", "unknown-tool", "unknown-tool-markup",
-         "not-a-product-id", "unknown-product", "bad-quantity", "bad-page", "unknown-store", "search-not-text",
-         "unknown-method", "unknown-resource"],  # fmt: skip
+    ids=[
+        "missing-argument",
+        "missing-with-extra",
+        "missing-with-other",
+        "unknown-tool",
+        "unknown-tool-markup",
+        "not-a-product-id",
+        "unknown-product",
+        "bad-quantity",
+        "bad-page",
+        "unknown-store",
+        "search-not-text",
+        "unknown-method",
+        "unknown-resource",
+    ],
 )
 def test_errors_about_one_request_name_the_rule_not_the_input(
     shop: ServeProcess, redis_client: redis.Redis, prefix: str, bystander: dict[str, Any], message: dict[str, Any]
@@ -414,8 +448,12 @@ def test_body_over_the_default_limit_is_413_before_parsing(
 
 
 def test_max_body_bytes_setting_and_no_debug_tool(redis_url: str) -> None:
-    env = {"WEFT_REDIS_URL": redis_url, "WEFT_KEY_PREFIX": f"weft-hostile-{uuid.uuid4().hex[:12]}",
-           "WEFT_MAX_BODY_BYTES": "4096", "WEFT_DEBUG_TOOL": "false"}  # fmt: skip
+    env = {
+        "WEFT_REDIS_URL": redis_url,
+        "WEFT_KEY_PREFIX": f"weft-hostile-{uuid.uuid4().hex[:12]}",
+        "WEFT_MAX_BODY_BYTES": "4096",
+        "WEFT_DEBUG_TOOL": "false",
+    }
     with ServeProcess(env=env) as small:
         assert post_raw(small, _padded_add("limit", 4096)).status_code == 200
         assert post_raw(small, _padded_add("limit", 4097)).status_code == 413
@@ -480,7 +518,7 @@ def test_page_past_the_end_says_the_last_page(shop: ServeProcess) -> None:
         "star",
         "percent",
         "backslash",
-    ],  # fmt: skip
+    ],
 )
 def test_unicode_edge_cases_in_search(shop: ServeProcess, search: str) -> None:
     result = tool_result(shop, "search_products", {"search": search})

@@ -53,9 +53,11 @@ async def test_tool_call_logs_carry_request_and_session_ids(restore_logging) -> 
     logging.getLogger().handlers[0].stream = stream  # type: ignore[attr-defined]
     long_id = "conversation-" + "x" * 40
     message = {
-        "jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "tools/call",
         "params": {"name": "view_cart", "arguments": {}, "_meta": {"sessionId": long_id}},
-    }  # fmt: skip
+    }
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:

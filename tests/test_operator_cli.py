@@ -141,8 +141,11 @@ def test_parse_age_and_progress_lines() -> None:
         progress.update(scanned, scanned // 10)
     progress.update(3500, 350, final=True)
     assert [line.split(" keys")[0] for line in sink] == [
-        "purging: 1000", "purging: 2000", "purging: 3000", "purging: 3500"
-    ]  # fmt: skip
+        "purging: 1000",
+        "purging: 2000",
+        "purging: 3000",
+        "purging: 3500",
+    ]
 
 
 def test_purge_of_a_missing_id_is_not_found(carts, capsys, key_prefix) -> None:
@@ -225,8 +228,9 @@ def test_two_deployments_with_overlapping_prefixes_side_by_side(carts, capsys, k
     assert carts.exists(f"{key_prefix}:cart:{{chat-3}}")
 
 
-def test_carts_with_garbage_lines_or_stamps_are_reported_marked_and_purgeable(carts, capsys, key_prefix,
-                                                                              monkeypatch) -> None:
+def test_carts_with_garbage_lines_or_stamps_are_reported_marked_and_purgeable(
+    carts, capsys, key_prefix, monkeypatch
+) -> None:
     """Lines and stamps written by hand (redis-cli HSET) on real carts: every report names the key as damaged,
     ``show`` marks the unreadable line without printing its escape sequence, and ``purge`` removes the key."""
     monkeypatch.setattr("sys.stdin", open("/dev/null"))

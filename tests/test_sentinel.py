@@ -33,8 +33,12 @@ def test_service_survives_a_primary_kill_with_its_carts() -> None:
         env = {"WEFT_REDIS_SENTINELS": sentinels.sentinel_addresses, "WEFT_KEY_PREFIX": "se"}
         with ServeProcess(env=env) as server:
             for index in range(CONVERSATIONS):
-                result = call_tool(server.mcp_url, "add_to_cart", {"product_id": "demo-market:i1101", "quantity": 3},
-                                   session=f"sentinel-chat-{index}")  # fmt: skip
+                result = call_tool(
+                    server.mcp_url,
+                    "add_to_cart",
+                    {"product_id": "demo-market:i1101", "quantity": 3},
+                    session=f"sentinel-chat-{index}",
+                )
                 assert not result.get("isError"), result
             with redis.Redis(port=sentinels.primary.port) as primary:
                 assert primary.execute_command("WAIT", 1, 1000) == 1  # the replica has every cart
@@ -44,8 +48,9 @@ def test_service_survives_a_primary_kill_with_its_carts() -> None:
             killed_at = time.monotonic()
             failed = 0
             while True:
-                result = call_tool(server.mcp_url, "add_to_cart", {"product_id": "demo-market:i1102"},
-                                   session="after-failover")  # fmt: skip
+                result = call_tool(
+                    server.mcp_url, "add_to_cart", {"product_id": "demo-market:i1102"}, session="after-failover"
+                )
                 if not result.get("isError"):
                     break
                 failed += 1
@@ -53,8 +58,10 @@ def test_service_survives_a_primary_kill_with_its_carts() -> None:
                 time.sleep(0.2)
             recovered = time.monotonic() - killed_at
             new_port = sentinels.sentinels[0].primary_port_seen()
-            print(f"failover: first success {recovered:.2f} s after the kill, {failed} failed call(s), "
-                  f"primary {old_port} -> {new_port}")  # fmt: skip
+            print(
+                f"failover: first success {recovered:.2f} s after the kill, {failed} failed call(s), "
+                f"primary {old_port} -> {new_port}"
+            )
             assert new_port == sentinels.replica.port
             assert failed <= 3
 

@@ -33,9 +33,14 @@ BAD_REDIS_URLS = [
 
 def run_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        args, env=serve_env(env), cwd=os.path.dirname(__file__), capture_output=True, text=True, timeout=30,
+        args,
+        env=serve_env(env),
+        cwd=os.path.dirname(__file__),
+        capture_output=True,
+        text=True,
+        timeout=30,
         stdin=subprocess.DEVNULL,
-    )  # fmt: skip
+    )
 
 
 def sessions_command(*args: str) -> list[str]:
@@ -67,9 +72,13 @@ def test_percent_encoded_password_is_accepted() -> None:
     """The fix the error message advises works: '/', ':' and '@' percent-encoded."""
     settings = Settings(redis_url="redis://:Pa55%3ATop%2FSecret%40x@127.0.0.1:6379/0", _env_file=None)
     assert settings.redis_url is not None
-    for url in ("rediss://user:pw@cache.example.com:6380/2", "unix:///run/redis.sock?db=1", "redis://localhost",
-                "redis://localhost:6379/0?socket_timeout=5&health_check_interval=10",
-                "rediss://cache.example.com/0?ssl_cert_reqs=none"):
+    for url in (
+        "rediss://user:pw@cache.example.com:6380/2",
+        "unix:///run/redis.sock?db=1",
+        "redis://localhost",
+        "redis://localhost:6379/0?socket_timeout=5&health_check_interval=10",
+        "rediss://cache.example.com/0?ssl_cert_reqs=none",
+    ):
         assert Settings(redis_url=url, _env_file=None).redis_url == url
 
 

@@ -41,8 +41,9 @@ def test_sigterm_drains_then_finishes_in_flight_calls_and_exits_0(redis_url: str
         message = tool_call_message("add_to_cart", {"product_id": "demo-market:i1101"}, meta={"sessionId": "slow"})
 
         def slow_call() -> None:
-            response = httpx.post(server.mcp_url, content=slow_body(message, DRAIN_SECONDS + 1.5),
-                                  headers=JSON_HEADERS, timeout=20)  # fmt: skip
+            response = httpx.post(
+                server.mcp_url, content=slow_body(message, DRAIN_SECONDS + 1.5), headers=JSON_HEADERS, timeout=20
+            )
             in_flight["status"] = response.status_code
             in_flight["result"] = response.json()["result"]
 

@@ -94,8 +94,15 @@ def test_sighup_under_workers_reaches_every_worker_and_ends_none(redis_url: str,
 
 def write_slow_store(root: Path, products: int = 60_000) -> Path:
     """A store big enough that loading it takes a second or more: start-up is a window a SIGHUP can fall in."""
-    records = [{"name": f"Product {i} word{i % 97}", "price": "9.90", "category": f"cat{i % 13}",
-                "url": f"https://shop.example/p-i{i}"} for i in range(products)]  # fmt: skip
+    records = [
+        {
+            "name": f"Product {i} word{i % 97}",
+            "price": "9.90",
+            "category": f"cat{i % 13}",
+            "url": f"https://shop.example/p-i{i}",
+        }
+        for i in range(products)
+    ]
     data = root / "slow" / "data"
     data.mkdir(parents=True)
     (data / "products.json").write_text(json.dumps({"products": records}), encoding="utf-8")
@@ -108,8 +115,10 @@ def test_sighup_during_start_up_never_ends_it(request: pytest.FixtureRequest, tm
     until it answers: through imports, the catalog load and uvicorn's start, it starts and serves anyway."""
     env = {"WEFT_STORES_DIR": str(write_slow_store(tmp_path))}
     if workers > 1:
-        env |= {"WEFT_REDIS_URL": request.getfixturevalue("redis_url"),
-                "WEFT_KEY_PREFIX": request.getfixturevalue("key_prefix")}  # fmt: skip
+        env |= {
+            "WEFT_REDIS_URL": request.getfixturevalue("redis_url"),
+            "WEFT_KEY_PREFIX": request.getfixturevalue("key_prefix"),
+        }
     server = ServeProcess(env=env, extra_args=["--workers", str(workers)], startup_timeout=90)
     started, sent = threading.Event(), []
 

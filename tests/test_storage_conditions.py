@@ -138,10 +138,23 @@ def test_acl_users_without_rights_are_named_and_not_ready() -> None:
     prefix = new_prefix()
     try:
         admin.execute_command("ACL", "SETUSER", "nokeys", "on", ">nk-Pa55", "+@all")  # no key patterns
-        admin.execute_command("ACL", "SETUSER", "reader", "on", ">rd-Pa55", f"~{prefix}:*", "+@read",
-                              "+@connection", "+evalsha", "+eval", "+script|load")  # fmt: skip
-        admin.hset(f"{prefix}:cart:{{acl-chat}}", mapping={OATS: '{"q":3,"n":"Oats","p":"18.90"}',
-                                                            "_last_accessed": "1700000000"})  # fmt: skip
+        admin.execute_command(
+            "ACL",
+            "SETUSER",
+            "reader",
+            "on",
+            ">rd-Pa55",
+            f"~{prefix}:*",
+            "+@read",
+            "+@connection",
+            "+evalsha",
+            "+eval",
+            "+script|load",
+        )
+        admin.hset(
+            f"{prefix}:cart:{{acl-chat}}",
+            mapping={OATS: '{"q":3,"n":"Oats","p":"18.90"}', "_last_accessed": "1700000000"},
+        )
         for user, password in (("nokeys", "nk-Pa55"), ("reader", "rd-Pa55")):
             url = f"redis://{user}:{password}@127.0.0.1:{server.port}/0"
             with ServeProcess(env={"WEFT_REDIS_URL": url, "WEFT_KEY_PREFIX": prefix}) as shop:

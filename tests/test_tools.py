@@ -68,9 +68,15 @@ async def test_list_tools_names_and_schemas(shop: Shop) -> None:
     async with Client(create_server(shop)) as client:
         tools = {tool.name: tool for tool in (await client.list_tools()).tools}
         assert set(tools) == {
-            "list_stores", "search_products", "add_to_cart", "update_cart_item",
-            "remove_from_cart", "view_cart", "clear_cart", "debug_session",
-        }  # fmt: skip
+            "list_stores",
+            "search_products",
+            "add_to_cart",
+            "update_cart_item",
+            "remove_from_cart",
+            "view_cart",
+            "clear_cart",
+            "debug_session",
+        }
         add = tools["add_to_cart"].input_schema
         assert add["properties"]["quantity"]["type"] == "integer"
         assert add["properties"]["quantity"]["maximum"] == 5
@@ -103,12 +109,18 @@ async def test_search_products_shape(shop: Shop) -> None:
 
 @pytest.mark.parametrize(
     ("arguments", "message"),
-    [({"search": "x" * 201}, "at most 200"), ({"page": 0}, "page must be"), ({"page": 999}, "past the last page"),
-     ({"page_size": 51}, "page_size must be"), ({"page_size": "many"}, "page_size must be"),
-     ({"store": "nope"}, "no store with that id"), ({"search": 5}, "must be a string"),
-     ({"search": "a b c d e f g h i j k"}, "11 different words; use at most 10"),
-     ({"search": "milk " * 30 + " ".join("ABCDEFGHIJ")}, "11 different words")],
-)  # fmt: skip
+    [
+        ({"search": "x" * 201}, "at most 200"),
+        ({"page": 0}, "page must be"),
+        ({"page": 999}, "past the last page"),
+        ({"page_size": 51}, "page_size must be"),
+        ({"page_size": "many"}, "page_size must be"),
+        ({"store": "nope"}, "no store with that id"),
+        ({"search": 5}, "must be a string"),
+        ({"search": "a b c d e f g h i j k"}, "11 different words; use at most 10"),
+        ({"search": "milk " * 30 + " ".join("ABCDEFGHIJ")}, "11 different words"),
+    ],
+)
 async def test_search_rejections(shop: Shop, arguments: dict[str, Any], message: str) -> None:
     async with Client(create_server(shop)) as client:
         assert message in await Chat(client, "a").error("search_products", **arguments)
@@ -151,20 +163,22 @@ async def test_conversations_are_isolated(shop: Shop) -> None:
 
 @pytest.mark.parametrize(
     ("tool", "arguments", "message"),
-    [("add_to_cart", {"product_id": "demo-market:i999999"}, "no product"),
-     ("add_to_cart", {"product_id": UNPRICED}, "no price"),
-     ("add_to_cart", {"product_id": OATS, "quantity": 0}, "quantity must be a whole number from 1 to 5"),
-     ("add_to_cart", {"product_id": OATS, "quantity": 6}, "from 1 to 5"),
-     ("add_to_cart", {"product_id": OATS, "quantity": 1.5}, "whole number"),
-     ("add_to_cart", {"product_id": OATS, "quantity": True}, "whole number"),
-     ("add_to_cart", {"product_id": OATS, "quantity": "two"}, "whole number"),
-     ("add_to_cart", {"product_id": OATS, "quantity": 4}, "holds at most 5"),
-     ("add_to_cart", {"product_id": 17}, "must be a string"),
-     ("update_cart_item", {"product_id": TAHINI, "quantity": 2}, "not in the cart"),
-     ("update_cart_item", {"product_id": OATS, "quantity": -1}, "from 0 to 5"),
-     ("remove_from_cart", {"product_id": "_last_accessed"}, "not a product id"),
-     ("remove_from_cart", {"product_id": TAHINI}, "not in the cart")],
-)  # fmt: skip
+    [
+        ("add_to_cart", {"product_id": "demo-market:i999999"}, "no product"),
+        ("add_to_cart", {"product_id": UNPRICED}, "no price"),
+        ("add_to_cart", {"product_id": OATS, "quantity": 0}, "quantity must be a whole number from 1 to 5"),
+        ("add_to_cart", {"product_id": OATS, "quantity": 6}, "from 1 to 5"),
+        ("add_to_cart", {"product_id": OATS, "quantity": 1.5}, "whole number"),
+        ("add_to_cart", {"product_id": OATS, "quantity": True}, "whole number"),
+        ("add_to_cart", {"product_id": OATS, "quantity": "two"}, "whole number"),
+        ("add_to_cart", {"product_id": OATS, "quantity": 4}, "holds at most 5"),
+        ("add_to_cart", {"product_id": 17}, "must be a string"),
+        ("update_cart_item", {"product_id": TAHINI, "quantity": 2}, "not in the cart"),
+        ("update_cart_item", {"product_id": OATS, "quantity": -1}, "from 0 to 5"),
+        ("remove_from_cart", {"product_id": "_last_accessed"}, "not a product id"),
+        ("remove_from_cart", {"product_id": TAHINI}, "not in the cart"),
+    ],
+)
 async def test_rejections_change_nothing(shop: Shop, tool: str, arguments: dict[str, Any], message: str) -> None:
     async with Client(create_server(shop)) as client:
         chat = Chat(client, "strict")
@@ -224,9 +238,13 @@ async def test_debug_session_counts_without_leaking(shop: Shop) -> None:
         data = dict(result.structured_content)
         counted_at, ago = data.pop("counted_at"), data.pop("counted_seconds_ago")
         assert data == {
-            "session_id": "me", "session_source": "sessionId", "items_in_cart": 1,
-            "active_sessions": 2, "storage": "embedded", "shared_fallback_cart": False,
-        }  # fmt: skip
+            "session_id": "me",
+            "session_source": "sessionId",
+            "items_in_cart": 1,
+            "active_sessions": 2,
+            "storage": "embedded",
+            "shared_fallback_cart": False,
+        }
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", counted_at) and 0 <= ago < 5, (counted_at, ago)
         assert "counted" in result.content[0].text
         assert "secret" not in result.content[0].text and "secret" not in str(data)
@@ -342,13 +360,22 @@ async def test_the_quantity_limit_has_one_source_the_cart_store(limit: int) -> N
 MARKUP = "<img src=x onerror=alert(1)> & <b>bold</b>"
 HOSTILE_RECORDS = [
     {"name": "\x1b[31mRed\x1b[0m Tea\x07", "price": "12.50", "url": "javascript:alert(3)//-i8", "image": "data:x,1"},
-    {"name": f"Markup {MARKUP}", "price": "3", "url": "https://shop.test/markup-i9", "image": "/img/m.png",
-     "category": "\x1b]0;pwned\x07Drinks\x9b2J"},
-    {"name": "\u202eevil\u202c \u2067iso\u2069 \u200fשלום \u200d👨‍👩‍👧 \x85tail", "price": "2", "url": "vbscript:x-i10",
-     "image": "file:///etc/passwd"},
+    {
+        "name": f"Markup {MARKUP}",
+        "price": "3",
+        "url": "https://shop.test/markup-i9",
+        "image": "/img/m.png",
+        "category": "\x1b]0;pwned\x07Drinks\x9b2J",
+    },
+    {
+        "name": "\u202eevil\u202c \u2067iso\u2069 \u200fשלום \u200d👨‍👩‍👧 \x85tail",
+        "price": "2",
+        "url": "vbscript:x-i10",
+        "image": "file:///etc/passwd",
+    },
     {"name": "Dust", "price": "0.005", "url": "https://shop.test/dust-i11"},
     {"name": "Euro", "price": "1.299,90", "url": "//evil.test/x-i12", "image": "HTTP://cdn.test/e.png"},
-]  # fmt: skip
+]
 
 
 @pytest_asyncio.fixture
@@ -407,8 +434,11 @@ async def test_a_cart_with_damaged_lines_says_so_and_keeps_working(shop: Shop) -
         chat = Chat(client, "dmg")
         await chat.ok("add_to_cart", product_id=OATS, quantity=2)
         await shop.carts.client.hset(shop.carts.cart_key("dmg"), mapping=DAMAGED_LINES)
-        for tool, arguments in (("view_cart", {}), ("add_to_cart", {"product_id": OATS}),
-                                ("update_cart_item", {"product_id": OATS, "quantity": 2})):  # fmt: skip
+        for tool, arguments in (
+            ("view_cart", {}),
+            ("add_to_cart", {"product_id": OATS}),
+            ("update_cart_item", {"product_id": OATS, "quantity": 2}),
+        ):
             result = await chat.call(tool, **arguments)
             text, data = result.content[0].text, result.structured_content
             assert not result.is_error, text
