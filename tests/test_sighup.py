@@ -6,7 +6,6 @@ Without authentication there is nothing to reload, yet a ``kill -HUP`` used to e
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import threading
@@ -17,10 +16,12 @@ import pytest
 
 from harness.processes import ServeProcess
 from tests.jsonrpc import call_tool
+from tests.test_catalog_serve import write_synthetic_store
 
 pytestmark = pytest.mark.e2e
 
 OATS = "demo-market:i1702"
+SLOW_START_PRODUCTS = 40_000  # loading them takes long enough for a SIGHUP to land during start-up
 
 
 def child_pids(pid: int) -> set[int]:
@@ -92,28 +93,11 @@ def test_sighup_under_workers_reaches_every_worker_and_ends_none(redis_url: str,
         assert "restarting processes" not in log and "Traceback" not in log, log[-3000:]
 
 
-def write_slow_store(root: Path, products: int = 60_000) -> Path:
-    """A store big enough that loading it takes a second or more: start-up is a window a SIGHUP can fall in."""
-    records = [
-        {
-            "name": f"Product {i} word{i % 97}",
-            "price": "9.90",
-            "category": f"cat{i % 13}",
-            "url": f"https://shop.example/p-i{i}",
-        }
-        for i in range(products)
-    ]
-    data = root / "slow" / "data"
-    data.mkdir(parents=True)
-    (data / "products.json").write_text(json.dumps({"products": records}), encoding="utf-8")
-    return root
-
-
 @pytest.mark.parametrize("workers", [1, pytest.param(2, marks=pytest.mark.redis)])
 def test_sighup_during_start_up_never_ends_it(request: pytest.FixtureRequest, tmp_path: Path, workers: int) -> None:
     """SIGHUPs every 0.1 s from 0.3 s after the process exists (the interpreter's own start-up is before that)
     until it answers: through imports, the catalog load and uvicorn's start, it starts and serves anyway."""
-    env = {"WEFT_STORES_DIR": str(write_slow_store(tmp_path))}
+    env = {"WEFT_STORES_DIR": str(write_synthetic_store(tmp_path, SLOW_START_PRODUCTS))}
     if workers > 1:
         env |= {
             "WEFT_REDIS_URL": request.getfixturevalue("redis_url"),
@@ -140,8 +124,8 @@ def test_sighup_during_start_up_never_ends_it(request: pytest.FixtureRequest, tm
             started.set()
             sender.join()
             assert server.is_alive() and len(sent) >= 3, (len(sent), server.log_text()[-2000:])
-            found = call_tool(server.mcp_url, "search_products", {"search": "word5"}, session="s")
-            assert found["structuredContent"]["pagination"]["totalProducts"] > 0
+            found = call_tool(server.mcp_url, "search_products", {"search": ""}, session="s")
+            assert found["structuredContent"]["pagination"]["totalProducts"] == SLOW_START_PRODUCTS
             assert "Traceback" not in server.log_text()
     finally:
         started.set()
