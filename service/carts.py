@@ -35,7 +35,7 @@ from service.cart_reports import CartDetail, CartListing, CartSummary, CountRepo
 from service.catalog_text import clean_text
 from service.metrics import REDIS_ERRORS, note_storage_condition
 from service.product_ids import looks_like_product_id
-from service.redis_clients import close_client, open_client
+from service.redis_clients import TEXT_REPLIES, close_client, open_client
 from service.storage_faults import Diagnosis, Fault, diagnose
 
 if TYPE_CHECKING:
@@ -222,21 +222,25 @@ return {'ok', touch(KEYS[1], ARGV[2], tonumber(ARGV[1]))}
 
     # KEYS[1] the probe key (no cart); ARGV[1] 'EXPIRE' or 'PERSIST' (what the TTL setting uses), ARGV[2..] the
     # commands the scripts run. Returns the commands the ACL denies on a key of the cart shape (checked with
-    # redis.acl_check_cmd, Redis 7+, which runs nothing), plus DEL (clear_cart's) if denied. Only when every
-    # script command is allowed does it write: HSET then HDEL of the only field, which removes the key, so
-    # nothing stays whatever the ACL denies; the HSET is the script's first write, which Redis refuses under
-    # maxmemory. Without acl_check_cmd (fakeredis) the write and its removal are the check.
+    # redis.acl_check_cmd, Redis 7+, which runs nothing): the scripts' own, else ARGV[1] and DEL if denied
+    # (the scripts set the TTL with pcall, so without it only expiry is lost; DEL is clear_cart's). Only when
+    # every script command is allowed does it write: HSET then HDEL of the only field, which removes the key,
+    # so nothing stays whatever the ACL denies; the HSET is the script's first write, which Redis refuses
+    # under maxmemory. Without acl_check_cmd (fakeredis) the write and its removal are the check.
     PROBE_SCRIPT = """
 local key = KEYS[1]
 local denied = {}
 if redis.acl_check_cmd then
   local samples = {HGET = {'f'}, HEXISTS = {'f'}, HSET = {'f', 'v'}, HDEL = {'f'}, EXPIRE = {'1'}}
-  for index = 1, #ARGV do
-    local command = ARGV[index]
-    if not redis.acl_check_cmd(command, key, unpack(samples[command] or {})) then table.insert(denied, command) end
+  local function allowed(command)
+    return redis.acl_check_cmd(command, key, unpack(samples[command] or {}))
+  end
+  for index = 2, #ARGV do
+    if not allowed(ARGV[index]) then table.insert(denied, ARGV[index]) end
   end
   if #denied > 0 then return denied end
-  if not redis.acl_check_cmd('DEL', key) then table.insert(denied, 'DEL') end
+  if not allowed(ARGV[1]) then table.insert(denied, ARGV[1]) end
+  if not allowed('DEL') then table.insert(denied, 'DEL') end
 end
 redis.call('HSET', key, '_probe', '1')
 redis.call('HDEL', key, '_probe')
@@ -301,7 +305,7 @@ return 0
         if redis_url is None and not sentinels:
             import fakeredis
 
-            return cls(fakeredis.FakeAsyncRedis(decode_responses=True), backend="embedded", **options)
+            return cls(fakeredis.FakeAsyncRedis(**TEXT_REPLIES), backend="embedded", **options)
         client, backend = open_client(
             redis_url,
             cluster=cluster,
@@ -543,13 +547,15 @@ return 0
         a write (memory), and ``scan`` (what ``count_carts`` needs) with one ``SCAN 0 COUNT 1`` per primary.
 
         A denied script command is a ``CartStorageError`` (permission) naming it: no cart tool can be relied
-        on. Returns the denied commands only some tools need (``DEL``: clear_cart; ``SCAN``: the count);
+        on. Returns the denied commands only some things need (``DEL``: clear_cart; ``SCAN``: the count;
+        ``EXPIRE``/``PERSIST``: cart expiry, which the scripts set with pcall after the change);
         the probe leaves no key behind whatever the ACL denies (``PROBE_SCRIPT``).
         """
         keys = [self.cart_key(PROBE_SESSION_KEY)]
-        needs = [*SCRIPT_COMMANDS, "EXPIRE" if self.ttl_seconds > 0 else "PERSIST"]
+        ttl_command = "EXPIRE" if self.ttl_seconds > 0 else "PERSIST"
+        needs = [ttl_command, *SCRIPT_COMMANDS]
         denied = list(await _call(lambda: self._probe(keys=keys, args=needs), idempotent=True))
-        if set(denied) - {"DEL"}:
+        if set(denied) - {"DEL", ttl_command}:
             note_storage_condition(Fault.PERMISSION)
             raise CartStorageError(
                 f"Redis' ACL does not let this user run {', '.join(denied)} on the cart keys, which the cart "

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import re
 
-PRODUCT_ID_SHAPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*:[^\s:]+$")
+# Store ids are ASCII by rule; the item part is the catalog's own (i<digits>, h<hex>, a position): visible ASCII.
+PRODUCT_ID_SHAPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*:[!-9;-~]+$")
 
 
 def looks_like_product_id(text: str) -> bool:
-    """``store:item`` with no whitespace, control character or escape sequence (never ``_last_accessed``)."""
+    """``store:item`` in visible ASCII: no whitespace, control character, escape sequence or undecodable byte
+    (U+FFFD), and never ``_last_accessed``."""
     return bool(PRODUCT_ID_SHAPE.match(text)) and text.isprintable()

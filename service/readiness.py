@@ -27,7 +27,12 @@ from service.storage_faults import Fault
 
 READY_TIMEOUT_SECONDS = 1.0
 # The commands only one tool needs: without them the rest of the shop works (200 degraded).
-TOOL_OF_COMMAND = {"DEL": "clear_cart", "SCAN": "debug_session"}
+TOOL_OF_COMMAND = {
+    "DEL": "clear_cart",
+    "SCAN": "debug_session",
+    "EXPIRE": "cart expiry (WEFT_CART_TTL_SECONDS: carts are kept without a TTL)",
+    "PERSIST": "cart expiry (carts written under an earlier TTL keep it)",
+}
 
 
 async def storage_readiness(carts: CartStore, *, debug_tool: bool = True) -> tuple[int, dict[str, Any]]:

@@ -47,9 +47,14 @@ class FailoverWaitingConnection(SentinelManagedConnection):
                 delay = min(delay * 2, 0.25)
 
 
+# Replies as text. Bytes that are not UTF-8 (a key written by hand, or damaged) become U+FFFD instead of
+# failing the whole reply after the script already ran: the cart parser then sees an unreadable line.
+TEXT_REPLIES: dict[str, Any] = {"decode_responses": True, "encoding_errors": "replace"}
+
+
 def _connection_options(connect_timeout: float, socket_timeout: float) -> dict[str, Any]:
     return {
-        "decode_responses": True,
+        **TEXT_REPLIES,
         "socket_connect_timeout": connect_timeout,
         "socket_timeout": socket_timeout,
         # No blind retries: a timed-out script may have run, and running it again would add twice.
@@ -96,7 +101,7 @@ def open_client(
         sentinel_options = {
             "socket_connect_timeout": connect_timeout,
             "socket_timeout": socket_timeout,
-            "decode_responses": True,
+            **TEXT_REPLIES,
         }
         manager = Sentinel(parse_sentinels(sentinels), sentinel_kwargs=sentinel_options)
         client = manager.master_for(sentinel_service, connection_class=FailoverWaitingConnection, **options)

@@ -24,6 +24,7 @@ import pytest_asyncio
 import redis
 
 from service.carts import LAST_ACCESSED_FIELD, SCAN_COUNT, Cart, CartRejected, CartStorageError, CartStore
+from service.redis_clients import TEXT_REPLIES
 
 SESSION = "s1"
 HEBREW_NAME = "ריבת תות שדה"
@@ -49,7 +50,7 @@ async def make_store(request: pytest.FixtureRequest, backend: str, key_prefix: s
     def factory(**options: Any) -> CartStore:
         options = {"key_prefix": key_prefix, **SMALL_LIMITS, **options}
         if backend == "fakeredis":
-            store = CartStore(fakeredis.FakeAsyncRedis(decode_responses=True), backend="fakeredis", **options)
+            store = CartStore(fakeredis.FakeAsyncRedis(**TEXT_REPLIES), backend="fakeredis", **options)
         else:
             store = CartStore.connect(redis_url, **options)
         assert store.backend == backend
@@ -430,6 +431,25 @@ async def test_one_garbage_line_alone_is_damaged_not_an_empty_cart(store: CartSt
     await plant_garbage(store, lines={field: GARBAGE_LINES[field]})
     cart = await store.view(SESSION)
     assert (cart.lines, cart.damaged_lines) == ((), 1)
+
+
+async def test_bytes_that_are_not_utf8_make_a_damaged_line_not_a_failed_call(make_store: StoreFactory) -> None:
+    """A line whose value or field is not UTF-8 is one damaged line: the call answers (it used to fail after its
+    script had run, so a change was saved while the client heard "error"), and sweeps report the key."""
+    store = make_store(max_lines=10)
+    await add(store, "t:good")
+    bad = {b"t:bad": b'\xff\xfe{"q":1}', b"t:i11\xff": b'{"q":1,"n":"x","p":"1.00"}'}
+    await store.client.hset(store.cart_key(SESSION), mapping=bad)  # type: ignore[arg-type]
+    cart = await store.view(SESSION)
+    assert (quantities(cart), cart.damaged_lines) == ({"t:good": 1}, 2)
+    cart = await add(store, "t:other", 2)
+    assert (quantities(cart), cart.damaged_lines) == ({"t:good": 1, "t:other": 2}, 2)
+    assert (quantities(await store.set_quantity(SESSION, "t:good", 3)))["t:good"] == 3
+    counted = await store.count_with_damage(now=NOW)
+    assert counted.carts == 0 and list(counted.damage.reasons) == [store.cart_key(SESSION)]
+    detail = await store.cart_detail(SESSION, now=NOW)
+    assert sum(1 for line in detail.lines if line.get("damaged")) == 2
+    assert (await store.clear(SESSION)).is_empty and not await exists(store)
 
 
 async def test_names_reach_the_client_without_control_characters(store: CartStore) -> None:

@@ -276,3 +276,31 @@ def test_a_user_without_scan_is_ready_when_the_debug_tool_is_off() -> None:
     finally:
         admin.close()
         server.stop()
+
+
+@pytest.mark.parametrize(("rule", "ttl", "command"), [("-expire", "60", "EXPIRE"), ("-persist", "0", "PERSIST")])
+def test_a_user_without_the_ttl_command_is_degraded_and_the_tools_work(rule: str, ttl: str, command: str) -> None:
+    """The scripts set the TTL with pcall after the cart's change, so without EXPIRE (or PERSIST) every cart tool
+    still works and only expiry is lost: /readyz says exactly that, degraded, and does not take the worker out."""
+    server = RedisProcess().start()
+    admin = redis.Redis.from_url(server.url, decode_responses=True)
+    prefix = new_prefix()
+    try:
+        admin.execute_command("ACL", "SETUSER", "nottl", "on", ">u-Pa55", f"~{prefix}:*", "+@all", rule)
+        url = f"redis://nottl:u-Pa55@127.0.0.1:{server.port}/0"
+        env = {"WEFT_REDIS_URL": url, "WEFT_KEY_PREFIX": prefix, "WEFT_CART_TTL_SECONDS": ttl}
+        with ServeProcess(env=env) as shop:
+            status, body = readiness(shop)
+            assert (status, body["status"], body["condition"]) == (200, "degraded", "permission"), body
+            assert body["missing"] == [command] and "expiry" in body["reason"], body
+            assert admin.keys(f"{prefix}:*") == []
+            for tool, arguments in (
+                ("add_to_cart", {"product_id": OATS}),
+                ("view_cart", {}),
+                ("remove_from_cart", {"product_id": OATS}),
+                ("clear_cart", {}),
+            ):
+                assert _tool_works(shop, tool, arguments, "ttl-chat"), tool
+    finally:
+        admin.close()
+        server.stop()
