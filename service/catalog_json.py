@@ -59,8 +59,37 @@ class DocumentError(ValueError):
 
 
 def read_document(path: Path) -> Any:
-    """The whole JSON file (a leading BOM allowed) with numbers as ``JSONNumber``; ``ValueError`` or ``OSError``."""
-    return loads(path.read_text(encoding="utf-8-sig"))
+    """The whole JSON file (a leading BOM allowed) with numbers as ``JSONNumber``; ``ValueError`` or ``OSError``.
+
+    Bytes that are not UTF-8 cost the records holding them (``UNREADABLE``), not the file: the text is
+    decoded with U+FFFD in their place, and a record with U+FFFD in it is taken for one of those.
+    """
+    raw = path.read_bytes()
+    try:
+        return loads(raw.decode("utf-8-sig"))
+    except UnicodeDecodeError:
+        pass
+    document = loads(raw.decode("utf-8-sig", errors="replace"))
+    records = document.get(RECORDS_KEY) if isinstance(document, dict) else document
+    if isinstance(records, list):
+        records[:] = [UNREADABLE if _holds_replacement(record) else record for record in records]
+    return document
+
+
+def _holds_replacement(value: Any) -> bool:
+    """Whether any text in ``value`` (walked without recursion: records may be deep) holds U+FFFD."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if "\ufffd" in item:
+                return True
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return False
 
 
 def loads(text: str) -> Any:

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Annotated, Literal
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 LOCAL_HOSTS = ["127.0.0.1", "localhost", "[::1]"]
 REDIS_SCHEMES = ("redis", "rediss", "unix")
+MAX_REDIS_DB = 2**31 - 1
+YES_NO = frozenset({"", "0", "1", "true", "false", "yes", "no", "on", "off", "t", "f", "y", "n"})
 KEY_PREFIX_PATTERN = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 BAD_REDIS_URL = (
     "not a Redis URL like redis://[:password@]host[:port][/db], rediss://... or unix:///path, with only "
@@ -174,10 +177,26 @@ def redis_url_is_valid(url: str) -> bool:
         database = parts.path.strip("/") if parts.scheme != "unix" else str(options.get("db", "0"))
         if not (database == "" or database.isdigit()):
             return False
+        if database and int(database) > MAX_REDIS_DB:
+            return False
         ConnectionPool.from_url(url).make_connection()  # the query options, as redis-py will use them
-        return True
+        return all(_query_value_is_sane(name, value) for name, value in parse_qsl(parts.query))
     except Exception:  # any complaint at all: its words may quote the URL, so only the verdict is kept
         return False
+
+
+def _query_value_is_sane(name: str, value: str) -> bool:
+    """What redis-py lets through but Redis or the socket would refuse later: negative or NaN timeouts, a yes/no
+    option that is neither, a client name with spaces, a database beyond any Redis'."""
+    if name in ("socket_timeout", "socket_connect_timeout", "timeout"):
+        return math.isfinite(float(value)) and float(value) > 0
+    if name in ("db", "health_check_interval", "socket_read_size"):
+        return value.isdigit() and int(value) <= MAX_REDIS_DB
+    if name in ("socket_keepalive", "retry_on_timeout", "ssl_check_hostname", "decode_responses"):
+        return value.lower() in YES_NO
+    if name == "client_name":
+        return value.isascii() and value.isprintable() and " " not in value
+    return True
 
 
 def settings_error_line(exc: Exception) -> str:

@@ -435,7 +435,8 @@ def make_stores(root: Path) -> Path:
     for store_id, (products, meta, raw_meta) in BAD_STORES.items():
         folder = write_store(root, store_id, "" if products == "\udcff" else products, meta, raw_meta)
         if products == "\udcff":
-            (folder / "data" / "products.json").write_bytes(b'{"products": [{"name": "\xff\xfe"}]}')
+            # undecodable bytes in the file's own structure (in a record they cost only that record)
+            (folder / "data" / "products.json").write_bytes(b'{"products": [{"name": "x"}] \xff\xfe}')
         if store_id == "bad-meta-folder":
             (folder / "store.json").mkdir()
     return root
@@ -605,6 +606,25 @@ def test_unreadable_records_are_skipped_and_counted(
     }
     assert catalog.product("dirty:5") is catalog.product("dirty:i6")  # positions still count the skipped records
     assert "3 unreadable records" in caplog.text, caplog.text
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
+@pytest.mark.parametrize("top_level_list", [False, True])
+def test_a_record_with_bytes_that_are_not_utf8_skips_only_itself(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, top_level_list: bool
+) -> None:
+    """Undecodable bytes inside one record used to fail the file's decoding, so the whole store was skipped."""
+    good = [json.dumps({"name": f"Good {n}", "price": "2.00", "url": f"https://s.test/g-i{n}"}) for n in (1, 2)]
+    bad = b'{"name": "Bad \xff\xfe\xc3(", "price": "3.00", "url": "https://s.test/b-i9"}'
+    records = b"[" + b", ".join([good[0].encode(), bad, good[1].encode()]) + b"]"
+    folder = tmp_path / "bytes" / "data"
+    folder.mkdir(parents=True)
+    (folder / "products.json").write_bytes(records if top_level_list else b'{"products": ' + records + b"}")
+    with caplog.at_level("INFO", logger="service.catalog"):
+        catalog = load_catalog(tmp_path)
+    assert [p.name for p in catalog.stores["bytes"].products] == ["Good 1", "Good 2"]
+    assert catalog.product("bytes:2") is catalog.product("bytes:i2")  # the skipped record keeps its position
+    assert "1 unreadable records" in caplog.text, caplog.text
     assert not [r for r in caplog.records if r.levelname == "ERROR"]
 
 

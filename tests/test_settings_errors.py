@@ -28,6 +28,11 @@ BAD_REDIS_URLS = [
     f"redis://:{SECRET}@127.0.0.1:6379/0?protocol=9",  # a protocol that does not exist
     f"redis://:{SECRET}@127.0.0.1:6379/0?socket_timeout={SECRET}",  # an option value that is no number
     f"redis://:{SECRET}@127.0.0.1:6379/0?{SECRET}=1",  # an unknown option
+    f"redis://:{SECRET}@127.0.0.1:6379/0?socket_connect_timeout=-1",  # a timeout below zero
+    f"redis://:{SECRET}@127.0.0.1:6379/0?socket_timeout=nan",  # a timeout that is no number
+    f"redis://:{SECRET}@127.0.0.1:6379/0?retry_on_timeout=maybe",  # a yes/no option that is neither
+    f"redis://:{SECRET}@127.0.0.1:6379/0?client_name=a%20b%0A",  # a client name Redis refuses
+    f"redis://:{SECRET}@127.0.0.1:6379/99999999999999999999",  # a database beyond any Redis'
 ]
 
 
