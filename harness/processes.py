@@ -9,6 +9,7 @@ markers, so a test that starts servers unmarked fails instead of slowing the fas
 
 from __future__ import annotations
 
+import abc
 import functools
 import os
 import resource
@@ -90,7 +91,7 @@ def wait_until(ready: Callable[[], bool], process: subprocess.Popen[bytes], time
 
 
 @dataclass(kw_only=True)
-class LocalProcess:
+class LocalProcess(abc.ABC):
     """A child on a loopback port with a private folder and log file, in its own process group."""
 
     kind: ClassVar[str] = "e2e"  # the marker a test needs to start one (check_may_start)
@@ -102,11 +103,13 @@ class LocalProcess:
     stop_timeout: float = 5.0
     process: subprocess.Popen[bytes] | None = None
 
+    @abc.abstractmethod
     def command(self) -> list[str]:
-        raise NotImplementedError
+        """The program and its arguments."""
 
+    @abc.abstractmethod
     def ready(self) -> bool:
-        raise NotImplementedError
+        """Whether the child answers (polled until ``startup_timeout``)."""
 
     def environment(self) -> dict[str, str] | None:
         return None  # the parent's
