@@ -30,6 +30,8 @@ from prometheus_client import (
 from starlette.requests import Request
 from starlette.responses import Response
 
+from service.storage_faults import STORE_CONDITIONS
+
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 OTHER_TOOL = "other"  # label for names that are not tools: a client must not grow the label set
 
@@ -46,7 +48,6 @@ TOOL_SECONDS = Histogram(
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )
 REDIS_ERRORS = Counter("weft_redis_errors_total", "Cart storage calls that failed, by redis-py error type.", ["error"])
-STORAGE_CONDITIONS = ("ok", "full", "authentication", "permission", "timeout", "unreachable", "failed")
 STORAGE_CONDITION = Gauge(
     "weft_cart_storage_condition",
     "1 for the cart store's condition as last seen by any worker (a readiness probe, a /metrics scrape or a "
@@ -63,7 +64,7 @@ FALLBACK_CALLS = Counter(
 
 def note_storage_condition(condition: str) -> None:
     """Set the condition gauge: all labels at once, so the newest observation is one consistent set."""
-    for name in STORAGE_CONDITIONS:
+    for name in STORE_CONDITIONS:
         STORAGE_CONDITION.labels(name).set(1 if name == condition else 0)
 
 
