@@ -536,11 +536,12 @@ async def test_two_processes_adding_lose_nothing(store: CartStore, request: pyte
 
 
 async def test_each_cart_call_sends_one_client_command(store: CartStore, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Seen from the client, every cart call is one command: EVALSHA (scripts already loaded) or DEL for clear."""
+    """Seen from the client, every cart call is one command: EVALSHA (scripts already loaded), also clear."""
+    await store.clear("warm-up")
     await add(store, "t:a")
     await add(store, "t:b")
     await store.view(SESSION)
-    await store.set_quantity(SESSION, "t:a", 2)  # all three scripts are loaded now
+    await store.set_quantity(SESSION, "t:a", 2)  # all four scripts are loaded now
 
     sent: list[str] = []
     execute_command = store.client.execute_command
@@ -568,7 +569,7 @@ async def test_each_cart_call_sends_one_client_command(store: CartStore, monkeyp
         "set_quantity": ["EVALSHA"],
         "remove": ["EVALSHA"],
         "view_absent": ["EVALSHA"],
-        "clear": ["DEL"],
+        "clear": ["EVALSHA"],
     }
 
 
