@@ -120,7 +120,11 @@ def test_issue_refuses_keys_no_cart_id_can_name() -> None:
     st.one_of(st.none(), st.text(min_size=1, max_size=40)),
 )
 def test_open_of_issue_is_the_key(conversation_id: str, subject: str | None) -> None:
-    key = conversation_id if conversation_id.startswith("c-") and len(conversation_id) == 34 else session_key(conversation_id)
+    key = (
+        conversation_id
+        if conversation_id.startswith("c-") and len(conversation_id) == 34
+        else session_key(conversation_id)
+    )
     tag = None if subject is None else subject_tag(subject)
     if tag:
         key = f"u-{tag}.{key}"
