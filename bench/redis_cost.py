@@ -117,7 +117,8 @@ def fill_carts(client: redis.Redis, carts: int, lines: int, products: list[tuple
     for index in range(carts):
         key = cart_key("weft", f"conv-{uuid.UUID(int=rng.getrandbits(128))}")  # a 41-character conversation id
         for product_id, name, price in rng.sample(products, lines):
-            pipe.evalsha(sha, 1, key, product_id, rng.randint(1, 3), line_value_tail(name, price), 99, 100, 0, now)
+            tail = line_value_tail(name, price)  # KEYS: the cart twice (no idempotency record); ARGV ends '', 0
+            pipe.evalsha(sha, 2, key, key, product_id, rng.randint(1, 3), tail, 99, 100, 0, now, "", 0)
         if index % 500 == 499:
             pipe.execute()
     pipe.execute()

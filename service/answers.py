@@ -9,9 +9,11 @@ from mcp_types import CallToolResult, TextContent
 
 from service.arguments import ArgumentError
 from service.cart_count import CartCount
+from service.cart_ids import CartIdError
 from service.carts import Cart, CartRejected, CartStorageError
 from service.catalog import DEFAULT_CURRENCY, Catalog, Product, SearchPage, SearchRefused
-from service.sessions import Session, SessionError
+from service.idempotency import CONFLICT
+from service.sessions import CART_ID_SOURCE, NONE_SOURCE, Session, SessionError
 from service.storage_faults import Fault
 
 STORAGE_UNAVAILABLE = "Cart storage unavailable, retry in a moment."
@@ -20,6 +22,11 @@ STORAGE_UNAVAILABLE_MAYBE_SAVED = (
     "Cart storage unavailable (no answer in time); the change may still have been saved, "
     "so check view_cart before retrying."
 )
+STORAGE_UNAVAILABLE_MAYBE_SAVED_KEYED = (
+    "Cart storage unavailable (no answer in time); the change may still have been saved; "
+    "retrying with the same idempotency-key is safe."
+)
+REPLAYED = "Already done: this idempotency key's change was applied before, so nothing changed now."
 # Failures that retrying does not cure: one sentence each, with the reason and what was saved.
 STORAGE_FAULT_TEXTS = {
     Fault.FULL: "Cart storage is full, so nothing was saved; the cart can still be viewed and lines removed.",
@@ -40,7 +47,7 @@ STORAGE_FAULT_TEXTS = {
 
 # Every failure a tool answers instead of raising: each is one sentence for the client, and none changed anything
 # (except a timed-out add, which ``storage_error_text`` says may have been saved).
-TOOL_ERRORS = (ArgumentError, SessionError, SearchRefused, CartRejected, CartStorageError)
+TOOL_ERRORS = (ArgumentError, SessionError, CartIdError, SearchRefused, CartRejected, CartStorageError)
 
 
 def error_answer(exc: Exception, *, max_quantity: int, retry_safe: bool) -> CallToolResult:
@@ -102,7 +109,8 @@ def cart_payload(session: Session, cart: Cart, catalog: Catalog) -> dict[str, An
         )
     single = next(iter(totals)) if len(totals) == 1 else None
     payload: dict[str, Any] = {
-        "session": {"id": session.id, "source": session.source, "shared": session.is_fallback},
+        "cart_id": session.cart_id,  # pass it as cart_id in later calls; null while the call named no cart
+        "session": {"id": session.id or None, "source": session.source, "shared": session.is_fallback},
         "items": items,
         "item_count": sum(line.quantity for line in cart.lines),
         "total": money(totals[single]) if single else ("0.00" if not totals else None),
@@ -111,13 +119,19 @@ def cart_payload(session: Session, cart: Cart, catalog: Catalog) -> dict[str, An
     }
     if len(totals) > 1:  # stores with different currencies: no single total makes sense
         payload["totals"] = {currency: money(amount) for currency, amount in totals.items()}
+    if cart.replayed:
+        payload["replayed"] = True
     return payload
 
 
 def cart_answer(session: Session, cart: Cart, catalog: Catalog, headline: str) -> CallToolResult:
-    """What every cart tool answers: ``headline`` and the cart's lines, and the cart payload."""
+    """What every cart tool answers: ``headline`` and the cart's lines, and the cart payload; the text ends
+    with the cart_id to pass on when the caller did not send it."""
     payload = cart_payload(session, cart, catalog)
-    return text_result(cart_text(payload, headline), payload)
+    text = cart_text(payload, REPLAYED if cart.replayed else headline)
+    if session.cart_id is not None and session.source != CART_ID_SOURCE:
+        text += f"\ncart_id: {session.cart_id} (pass it as cart_id in later calls)"
+    return text_result(text, payload)
 
 
 def damaged_lines_text(count: int) -> str:
@@ -152,14 +166,17 @@ def cart_text(payload: dict[str, Any], headline: str = "") -> str:
     return "\n".join(lines)
 
 
-def storage_error_text(exc: CartStorageError, *, retry_safe: bool) -> str:
+def storage_error_text(exc: CartStorageError, *, retry_safe: bool, keyed: bool = False) -> str:
     """The reason, and whether anything was saved: "may have been saved" only when the command was sent
-    and no answer came (a timed-out add may have run, so retrying blindly would add twice)."""
+    and no answer came (a timed-out add may have run, so retrying blindly would add twice; with an
+    idempotency key, ``keyed``, retrying with the same key is safe, and the answer says so)."""
     if exc.kind in STORAGE_FAULT_TEXTS:
         return STORAGE_FAULT_TEXTS[exc.kind]
     if retry_safe:
         return STORAGE_UNAVAILABLE
-    return STORAGE_UNAVAILABLE_MAYBE_SAVED if exc.maybe_applied else STORAGE_UNAVAILABLE_NOT_SAVED
+    if not exc.maybe_applied:
+        return STORAGE_UNAVAILABLE_NOT_SAVED
+    return STORAGE_UNAVAILABLE_MAYBE_SAVED_KEYED if keyed else STORAGE_UNAVAILABLE_MAYBE_SAVED
 
 
 def rejection_text(exc: CartRejected, max_quantity: int) -> str:
@@ -176,6 +193,8 @@ def rejection_text(exc: CartRejected, max_quantity: int) -> str:
             "That product's stored line in this cart is damaged, so nothing was changed; remove_from_cart "
             "removes that line, then add the product again."
         )
+    if exc.reason == "idempotency_conflict":
+        return CONFLICT
     if exc.reason == "not_in_cart":
         return "That product is not in the cart; use add_to_cart to add it, or view_cart to see the lines."
     return f"The cart refused the change ({exc.reason})."
@@ -191,14 +210,24 @@ def stores_answer(catalog: Catalog) -> CallToolResult:
 
 
 def search_answer(
-    page: SearchPage, query: str, category: str | None, store_id: str | None, catalog: Catalog
+    page: SearchPage,
+    query: str,
+    category: str | None,
+    store_id: str | None,
+    catalog: Catalog,
+    cart_id: str | None = None,
 ) -> CallToolResult:
-    return text_result(search_text(page, query, category, catalog), search_payload(page, query, category, store_id))
+    payload = search_payload(page, query, category, store_id, cart_id)
+    return text_result(search_text(page, query, category, catalog), payload)
 
 
-def search_payload(page: SearchPage, query: str, category: str | None, store_id: str | None) -> dict[str, Any]:
-    """DESIGN.md's search shape (``pagination`` in camelCase), which product-grid widgets read."""
+def search_payload(
+    page: SearchPage, query: str, category: str | None, store_id: str | None, cart_id: str | None = None
+) -> dict[str, Any]:
+    """DESIGN.md's search shape (``pagination`` in camelCase), which product-grid widgets read; ``cart_id`` is
+    the cart the call named (so a widget's add buttons reach it), else null."""
     return {
+        "cart_id": cart_id,
         "products": [product_payload(p) for p in page.products],
         "pagination": {
             "currentPage": page.page,
@@ -233,8 +262,9 @@ def debug_answer(
     """Which conversation this call was filed under; other carts appear only as the aggregate ``count``."""
     ago = round(counted_seconds_ago, 1)
     data = {
-        "session_id": session.id,
+        "session_id": session.id or None,
         "session_source": session.source,
+        "cart_id": session.cart_id,
         "items_in_cart": len(cart.lines),
         "active_sessions": count.carts,
         "counted_at": count.counted_at.isoformat(timespec="seconds").replace("+00:00", "Z"),
@@ -242,8 +272,13 @@ def debug_answer(
         "storage": backend,
         "shared_fallback_cart": session.is_fallback,
     }
+    named = (
+        "No cart named (no cart_id or conversation id)"
+        if session.source == NONE_SOURCE
+        else (f"Session {session.id!r} (from {session.source})")
+    )
     text = (
-        f"Session {session.id!r} (from {session.source}); {len(cart.lines)} line(s) in its cart; "
+        f"{named}; {len(cart.lines)} line(s) in its cart; "
         f"{count.carts} active cart(s) in {backend} storage (counted {ago:g} s ago)."
     )
     if session.is_fallback:

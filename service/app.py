@@ -91,7 +91,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
     gc.freeze()  # the catalog lives as long as the worker: full collections need not walk its million objects
     carts = CartStore.from_settings(settings)
     auth = build_auth(settings)  # None unless WEFT_AUTH_TOKENS_FILE or the WEFT_AUTH_JWKS_URL trio is set
-    server = create_server(Shop(catalog=catalog, carts=carts, settings=settings), auth)
+    shop = Shop(catalog=catalog, carts=carts, settings=settings)  # one Shop, so one cart_id signer, per worker
+    server = create_server(shop, auth)
     mcp_app = server.streamable_http_app(
         streamable_http_path=MCP_PATH,
         json_response=True,
@@ -130,6 +131,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             try:
                 await carts.ping()
                 logger.info("Cart storage ready: %s", carts.backend)
+                await shop.secret.cart_ids()  # WEFT_SECRET_KEY unset with Redis: the generated one, read once
             except CartStorageError:
                 logger.warning("Cart storage (%s) is not answering yet; /readyz says 503 until it does", carts.backend)
             try:

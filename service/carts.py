@@ -14,9 +14,11 @@ and scripts, and reading there never counts as an access (no stamp, no TTL refre
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
+import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -33,6 +35,7 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 from service.cart_count import CartCount, CartCounter
 from service.cart_reports import CartDetail, CartListing, CartSummary, CountReport, DamageReport, KeyState, PurgeReport
 from service.catalog_text import clean_text
+from service.idempotency import IdempotentChange
 from service.metrics import REDIS_ERRORS, note_storage_condition
 from service.product_ids import looks_like_product_id
 from service.redis_clients import TEXT_REPLIES, close_client, open_client
@@ -108,6 +111,7 @@ class Cart:
     lines: tuple[CartLine, ...]
     last_accessed: int | None
     damaged_lines: int = 0  # stored lines that are unreadable: left out of ``lines`` and of every total
+    replayed: bool = False  # an idempotent retry: nothing changed, this is the cart as it is now
 
     @property
     def is_empty(self) -> bool:
@@ -166,10 +170,32 @@ local function readable_quantity(value)
 end
 """
 
-    # KEYS[1] cart; ARGV: product_id, delta, value tail, max quantity, max lines, ttl, now
+    # Idempotent retries (service.idempotency), shared by the changing scripts: KEYS[2] is the change's record
+    # (the cart key itself when the call sent no key: never touched then), ``fp`` its fingerprint ('' = no key).
+    # ``seen`` answers a retry (the cart as it is now, stamped as a view would) or a reused key; ``record``
+    # writes the record after the change succeeded, so a rejected change records nothing.
+    _IDEMPOTENT = """
+local function seen(fp, now, ttl)
+  if fp == '' then return nil end
+  local recorded = redis.call('GET', KEYS[2])
+  if not recorded then return nil end
+  if recorded ~= fp then return {'idempotency_conflict', 0} end
+  if redis.call('HLEN', KEYS[1]) == 0 then return {'replayed', {}} end
+  return {'replayed', touch(KEYS[1], now, ttl)}
+end
+local function record(fp, idem_ttl)
+  if fp ~= '' then redis.call('SET', KEYS[2], fp, 'EX', idem_ttl) end
+end
+"""
+
+    # KEYS[1] cart, KEYS[2] idempotency record; ARGV: product_id, delta, value tail, max quantity, max lines, ttl,
+    # now, fingerprint, record ttl
     ADD_SCRIPT = (
         _TOUCH
+        + _IDEMPOTENT
         + """
+local replay = seen(ARGV[8], ARGV[7], tonumber(ARGV[6]))
+if replay then return replay end
 local key, field, delta = KEYS[1], ARGV[1], tonumber(ARGV[2])
 local max_quantity, max_lines = tonumber(ARGV[4]), tonumber(ARGV[5])
 local current = redis.call('HGET', key, field)
@@ -185,14 +211,19 @@ else
   if quantity > max_quantity then return {'quantity_limit', 0} end
 end
 redis.call('HSET', key, field, '{"q":' .. quantity .. ',' .. ARGV[3])
+record(ARGV[8], ARGV[9])
 return {'ok', touch(key, ARGV[7], tonumber(ARGV[6]))}
 """
     )
 
-    # KEYS[1] cart; ARGV: product_id, quantity (0 removes), ttl, now
+    # KEYS[1] cart, KEYS[2] idempotency record; ARGV: product_id, quantity (0 removes), ttl, now, fingerprint,
+    # record ttl
     SET_QUANTITY_SCRIPT = (
         _TOUCH
+        + _IDEMPOTENT
         + """
+local replay = seen(ARGV[5], ARGV[4], tonumber(ARGV[3]))
+if replay then return replay end
 local key, field, quantity = KEYS[1], ARGV[1], tonumber(ARGV[2])
 local current = redis.call('HGET', key, field)
 if not current then return {'not_in_cart', 0} end
@@ -200,6 +231,7 @@ if quantity == 0 then
   redis.call('HDEL', key, field)
   if line_count(key) == 0 then  -- the stamp is the only field left: deleting it deletes the key (no DEL needed)
     redis.pcall('HDEL', key, '_last_accessed')
+    record(ARGV[5], ARGV[6])
     return {'ok', {}}
   end
 elseif not readable_quantity(current) then
@@ -207,7 +239,22 @@ elseif not readable_quantity(current) then
 else
   redis.call('HSET', key, field, (string.gsub(current, '^{"q":%d+', '{"q":' .. quantity, 1)))
 end
+record(ARGV[5], ARGV[6])
 return {'ok', touch(key, ARGV[4], tonumber(ARGV[3]))}
+"""
+    )
+
+    # KEYS[1] cart, KEYS[2] idempotency record; ARGV: ttl, now, fingerprint, record ttl. One round trip, so
+    # clear_cart can record its key with the change.
+    CLEAR_SCRIPT = (
+        _TOUCH
+        + _IDEMPOTENT
+        + """
+local replay = seen(ARGV[3], ARGV[2], tonumber(ARGV[1]))
+if replay then return replay end
+redis.call('DEL', KEYS[1])
+record(ARGV[3], ARGV[4])
+return {'ok', {}}
 """
     )
 
@@ -263,6 +310,13 @@ if last and last < tonumber(ARGV[1]) then return redis.call('DEL', KEYS[1]) end
 return 0
 """
 
+    # KEYS[1] <prefix>:secret; ARGV[1] a new random secret. The deployment's generated secret: the first worker's
+    # SET NX wins, every worker reads the winner, in one round trip.
+    SHARED_SECRET_SCRIPT = """
+redis.call('SET', KEYS[1], ARGV[1], 'NX')
+return redis.call('GET', KEYS[1])
+"""
+
     def __init__(
         self,
         client: redis.Redis,
@@ -272,6 +326,7 @@ return 0
         ttl_seconds: int = 0,
         max_quantity: int = 99,
         max_lines: int = 100,
+        idempotency_ttl_seconds: int = 86400,
     ) -> None:
         self.client = client
         self.backend = backend
@@ -279,8 +334,11 @@ return 0
         self.ttl_seconds = ttl_seconds
         self.max_quantity = max_quantity
         self.max_lines = max_lines
+        self.idempotency_ttl_seconds = idempotency_ttl_seconds
         self._add = client.register_script(self.ADD_SCRIPT)
         self._set_quantity = client.register_script(self.SET_QUANTITY_SCRIPT)
+        self._clear = client.register_script(self.CLEAR_SCRIPT)
+        self._shared_secret = client.register_script(self.SHARED_SECRET_SCRIPT)
         self._view = client.register_script(self.VIEW_SCRIPT)
         self._probe = client.register_script(self.PROBE_SCRIPT)
         self._inspect_key = client.register_script(self.INSPECT_SCRIPT)
@@ -328,10 +386,26 @@ return 0
             ttl_seconds=settings.cart_ttl_seconds,
             max_quantity=settings.max_quantity,
             max_lines=settings.max_cart_lines,
+            idempotency_ttl_seconds=settings.idempotency_ttl_seconds,
         )
 
     def cart_key(self, session_key: str) -> str:
         return cart_key(self.key_prefix, session_key)
+
+    def idempotency_record_key(self, session_key: str, digest: str) -> str:
+        """``<prefix>:idem:{<session-key>}:<digest>``: in the cart's slot (same hash tag), never of the cart shape."""
+        return f"{self.key_prefix}:idem:{{{session_key}}}:{digest}"
+
+    @property
+    def secret_key(self) -> str:
+        return f"{self.key_prefix}:secret"
+
+    async def shared_secret(self) -> str:
+        """The deployment's generated secret (``<prefix>:secret``): created once with SET NX, read by every
+        worker, in one round trip. Used only when ``WEFT_SECRET_KEY`` is unset."""
+        candidate = secrets.token_urlsafe(32)
+        value = await _call(lambda: self._shared_secret(keys=[self.secret_key], args=[candidate]), idempotent=True)
+        return str(value)
 
     @property
     def cart_pattern(self) -> str:
@@ -351,35 +425,55 @@ return 0
     async def view(self, session_key: str) -> Cart:
         return await self._run(self._view, session_key, self.ttl_seconds, _now(), idempotent=True)
 
-    async def add(self, session_key: str, product_id: str, quantity: int, name: str, price: Decimal) -> Cart:
-        """Add ``quantity`` to the line, creating it (with name and price) when new."""
+    async def add(
+        self,
+        session_key: str,
+        product_id: str,
+        quantity: int,
+        name: str,
+        price: Decimal,
+        *,
+        change: IdempotentChange | None = None,
+    ) -> Cart:
+        """Add ``quantity`` to the line, creating it (with name and price) when new. With ``change`` (an
+        idempotency key) a retry adds nothing and answers the cart with ``replayed``; so it is also retried
+        on a connection error, which without a key it never is (it may have run)."""
         self._check(product_id, quantity, low=1, high=None)  # the script enforces the line's maximum
         tail = line_value_tail(name, price)
-        return await self._run(
-            self._add,
-            session_key,
-            product_id,
-            quantity,
-            tail,
-            self.max_quantity,
-            self.max_lines,
-            self.ttl_seconds,
-            _now(),
-        )
+        args = (product_id, quantity, tail, self.max_quantity, self.max_lines, self.ttl_seconds, _now())
+        return await self._change(self._add, session_key, change, args, idempotent=change is not None)
 
-    async def set_quantity(self, session_key: str, product_id: str, quantity: int) -> Cart:
+    async def set_quantity(
+        self, session_key: str, product_id: str, quantity: int, *, change: IdempotentChange | None = None
+    ) -> Cart:
         """Set an existing line's quantity; 0 removes the line (and the key with the last one)."""
         self._check(product_id, quantity, low=0, high=self.max_quantity)
-        return await self._run(
-            self._set_quantity, session_key, product_id, quantity, self.ttl_seconds, _now(), idempotent=True
-        )
+        args = (product_id, quantity, self.ttl_seconds, _now())
+        return await self._change(self._set_quantity, session_key, change, args, idempotent=True)
 
-    async def remove(self, session_key: str, product_id: str) -> Cart:
-        return await self.set_quantity(session_key, product_id, 0)
+    async def remove(self, session_key: str, product_id: str, *, change: IdempotentChange | None = None) -> Cart:
+        return await self.set_quantity(session_key, product_id, 0, change=change)
 
-    async def clear(self, session_key: str) -> Cart:
-        await _call(lambda: self.client.delete(self.cart_key(session_key)), idempotent=True)
-        return EMPTY_CART
+    async def clear(self, session_key: str, *, change: IdempotentChange | None = None) -> Cart:
+        """Delete the cart (one script, so an idempotency key is recorded with it)."""
+        return await self._change(self._clear, session_key, change, (self.ttl_seconds, _now()), idempotent=True)
+
+    async def _change(
+        self,
+        script: AsyncScript,
+        session_key: str,
+        change: IdempotentChange | None,
+        args: tuple[Any, ...],
+        *,
+        idempotent: bool,
+    ) -> Cart:
+        """A changing script: KEYS = [cart, idempotency record], ARGV = ``args`` + fingerprint + record TTL."""
+        cart = self.cart_key(session_key)
+        record = self.idempotency_record_key(session_key, change.digest) if change else cart
+        extra = (change.fingerprint, self.idempotency_ttl_seconds) if change else ("", 0)
+        keys = [cart, record]
+        reply = await _call(lambda: script(keys=keys, args=[*args, *extra]), idempotent=idempotent)
+        return _cart_of(reply)
 
     async def _scan(self) -> AsyncIterator[str]:
         """``SCAN MATCH <prefix>:cart:{* COUNT 1000`` (never KEYS, which blocks Redis); every primary on a
@@ -589,10 +683,17 @@ return 0
 
     async def _run(self, script: Any, session_key: str, *args: Any, idempotent: bool = False) -> Cart:
         keys = [self.cart_key(session_key)]
-        status, payload = await _call(lambda: script(keys=keys, args=list(args)), idempotent=idempotent)
-        if status != "ok":
-            raise CartRejected(str(status), int(payload))
-        return _parse_cart(payload)
+        return _cart_of(await _call(lambda: script(keys=keys, args=list(args)), idempotent=idempotent))
+
+
+def _cart_of(reply: Any) -> Cart:
+    """A script's ``{status, payload}``: the cart (``replayed`` for an idempotent retry), else ``CartRejected``."""
+    status, payload = reply
+    if status == "replayed":
+        return dataclasses.replace(_parse_cart(payload), replayed=True)
+    if status != "ok":
+        raise CartRejected(str(status), int(payload))
+    return _parse_cart(payload)
 
 
 def _now() -> int:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import parse_qsl, urlsplit
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 LOCAL_HOSTS = ["127.0.0.1", "localhost", "[::1]"]
@@ -16,6 +16,11 @@ REDIS_SCHEMES = ("redis", "rediss", "unix")
 MAX_REDIS_DB = 2**31 - 1
 YES_NO = frozenset({"", "0", "1", "true", "false", "yes", "no", "on", "off", "t", "f", "y", "n"})
 KEY_PREFIX_PATTERN = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+MIN_SECRET_LENGTH = 32
+SHORT_SECRET = (
+    f"must be at least {MIN_SECRET_LENGTH} characters; make one with "
+    "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+)
 BAD_REDIS_URL = (
     "not a Redis URL like redis://[:password@]host[:port][/db], rediss://... or unix:///path, with only "
     "redis-py's query options (like ?socket_timeout=5); percent-encode '/', ':', '@' and '%' in a password "
@@ -33,7 +38,20 @@ class Settings(BaseSettings):
         default="weft", description="Prefix of every Redis key: 1 to 64 of letters, digits and _ . : -"
     )
     cart_ttl_seconds: int = Field(default=0, ge=0, description="Sliding cart expiry; 0 = never expire.")
-    session_fallback: Literal["default", "reject"] = "default"
+    session_fallback: Literal["mint", "default", "reject"] = Field(
+        default="mint", description="No cart_id and no conversation id: mint a new cart, use 'default', or reject."
+    )
+    secret_key: SecretStr | None = Field(
+        default=None, description="Signs cart_ids and transfer codes; unset = generated (see docs/operating.md)."
+    )
+    secret_key_previous: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list, description="Older secrets (comma list) still accepted for opening cart_ids."
+    )
+    idempotency_ttl_seconds: int = Field(default=86400, ge=1, description="How long an idempotency key is kept.")
+    transfer_code_ttl_seconds: int = Field(default=600, ge=1, description="How long a transfer code is valid.")
+    claim_failures_per_caller: int = Field(default=10, ge=1, description="Failed claims per caller per window.")
+    claim_failures_total: int = Field(default=100, ge=1, description="Failed claims across the deployment per window.")
+    claim_failure_window_seconds: int = Field(default=3600, ge=1, description="The failed-claim counting window.")
     stores_dir: Path | None = None
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
@@ -94,6 +112,33 @@ class Settings(BaseSettings):
         """No braces or glob characters: counting matches ``<prefix>:cart:{*`` exactly."""
         if not KEY_PREFIX_PATTERN.match(value):
             raise ValueError("must be 1 to 64 characters of letters, digits and _ . : - (no braces, spaces or *?[])")
+        return value
+
+    @field_validator("secret_key", mode="before")
+    @classmethod
+    def _blank_secret_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("secret_key")
+    @classmethod
+    def _secret_is_long(cls, value: SecretStr | None) -> SecretStr | None:
+        """Never quotes the value: the message names only the rule and how to make one."""
+        if value is not None and len(value.get_secret_value()) < MIN_SECRET_LENGTH:
+            raise ValueError(SHORT_SECRET)
+        return value
+
+    @field_validator("secret_key_previous", mode="before")
+    @classmethod
+    def _split_secrets(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("secret_key_previous")
+    @classmethod
+    def _previous_are_long(cls, value: list[SecretStr]) -> list[SecretStr]:
+        if any(len(secret.get_secret_value()) < MIN_SECRET_LENGTH for secret in value):
+            raise ValueError("each secret " + SHORT_SECRET)
         return value
 
     @field_validator("auth_tokens_file", "auth_jwks_url", "auth_issuer", "auth_audience", mode="before")

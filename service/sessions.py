@@ -1,8 +1,10 @@
-"""Which conversation is calling, and the Redis-safe key part derived from its id.
+"""Which cart a call uses, and the Redis-safe key part that names it.
 
-DESIGN.md fixes the order: ``params._meta.sessionId``, ``params._meta.conversationId``,
-``params._meta["openai/session"]``, then ``sessionId`` / ``conversationId`` in the JSON-RPC
-envelope's top-level ``_meta``, then the ``WEFT_SESSION_FALLBACK`` mode.
+DESIGN.md fixes the order: the ``cart_id`` argument, then ``params._meta.sessionId``,
+``params._meta.conversationId``, ``params._meta["openai/session"]``, then ``sessionId`` /
+``conversationId`` in the JSON-RPC envelope's top-level ``_meta``, then the ``WEFT_SESSION_FALLBACK``
+mode (``mint``: a call that adds creates a ``c-<32 hex>`` cart, any other call sees an empty cart and
+writes nothing; ``default``: the shared cart; ``reject``).
 """
 
 from __future__ import annotations
@@ -11,10 +13,12 @@ import hashlib
 import json
 import logging
 import re
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from service.cart_ids import CartIds, subject_tag
 from service.logs import session_var
 from service.metrics import FALLBACK_CALLS
 
@@ -22,18 +26,21 @@ logger = logging.getLogger(__name__)
 
 FALLBACK_SESSION_ID = "default"
 FALLBACK_SOURCE = "fallback"
+CART_ID_SOURCE = "cart_id"
+MINTED_SOURCE = "minted"
+NONE_SOURCE = "none"
+Fallback = Literal["mint", "default", "reject"]
 PARAMS_META_KEYS = ("sessionId", "conversationId", "openai/session")
 ENVELOPE_META_KEYS = ("sessionId", "conversationId")
 MAX_SESSION_ID_LENGTH = 256  # characters of a conversation id (product ids have their own limit in arguments.py)
-MAX_RAW_KEY_LENGTH = 128
+MAX_RAW_KEY_LENGTH = 100  # a raw key is a cart_id body: 3 + 1 + 100 + 22 MAC characters <= 128
 
 _VISIBLE_ASCII = re.compile(r"^[\x21-\x7e]+$")
 # Glob and hash-tag characters would let an id widen a SCAN pattern or move a key to another
 # cluster slot; ids that start like a hashed key are hashed too, so the two spaces never meet,
 # and so is an explicit "default", which must not open the shared fallback cart. Ids starting
-# like a user-scoped key (``u-``, see ``scoped``) are hashed for the same reason.
-_UNSAFE_IN_KEY = re.compile(r"[{}*?\[\]\\\s]|^[hu]-|^default$")
-SUBJECT_TAG_DIGITS = 16
+# like a user-scoped key (``u-``, see ``scoped``) or a minted cart (``c-``) are hashed for the same reason.
+_UNSAFE_IN_KEY = re.compile(r"[{}*?\[\]\\\s]|^[chu]-|^default$")
 
 
 class SessionError(ValueError):
@@ -42,11 +49,14 @@ class SessionError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Session:
-    """One conversation: the id as the caller sent it, where it came from, and its key part."""
+    """The cart of one call: the id as the caller sent it (a conversation id or a cart_id; "" when none),
+    where it came from, its key part (None when the call names no cart and must write nothing), and
+    ``cart_id``, the id to hand back (None until the cart has a key)."""
 
     id: str
     source: str
-    key: str
+    key: str | None
+    cart_id: str | None = None
 
     @property
     def is_fallback(self) -> bool:
@@ -55,6 +65,12 @@ class Session:
     @property
     def short_id(self) -> str:
         return shorten(self.id)
+
+    def named(self, cart_ids: CartIds) -> Session:
+        """The same session with its ``cart_id`` issued (kept as sent when it came as the argument)."""
+        if self.key is None or self.cart_id is not None:
+            return self
+        return Session(self.id, self.source, self.key, cart_ids.issue(self.key))
 
 
 def shorten(session_id: str) -> str:
@@ -86,7 +102,9 @@ def _validated(value: Any, source: str) -> str:
 def resolve_session(
     params_meta: Mapping[str, Any] | None,
     envelope_meta: Mapping[str, Any] | None,
-    fallback: Literal["default", "reject"],
+    fallback: Fallback,
+    *,
+    mints: bool = False,
 ) -> Session:
     """Pick the conversation by DESIGN.md's order; raise ``SessionError`` on a bad id or a rejected fallback."""
     for meta, keys, label in ((params_meta, PARAMS_META_KEYS, ""), (envelope_meta, ENVELOPE_META_KEYS, "envelope:")):
@@ -98,10 +116,19 @@ def resolve_session(
                 return Session(id=session_id, source=label + name, key=session_key(session_id))
     if fallback == "reject":
         raise SessionError(
-            "No conversation id was sent; put one in the request's _meta "
-            '(for example "_meta": {"sessionId": "<conversation id>"}) so this chat gets its own cart.'
+            "No conversation id or cart_id was sent; pass the cart_id of this chat's latest cart answer, or put "
+            'a conversation id in the request\'s _meta (for example "_meta": {"sessionId": "<conversation id>"}).'
         )
+    if fallback == "mint":
+        if mints:
+            return Session(id="", source=MINTED_SOURCE, key=mint_key())
+        return Session(id="", source=NONE_SOURCE, key=None)
     return Session(id=FALLBACK_SESSION_ID, source=FALLBACK_SOURCE, key=FALLBACK_SESSION_ID)
+
+
+def mint_key() -> str:
+    """A new cart's key part: ``c-`` + 32 hex of 16 random bytes (ids that start ``c-`` are always hashed)."""
+    return "c-" + secrets.token_hex(16)
 
 
 def scoped(session: Session, subject: str | None) -> Session:
@@ -110,38 +137,65 @@ def scoped(session: Session, subject: str | None) -> Session:
     One conversation id under two users is two carts; the subject itself (an email, say)
     never appears in a key, and the key stays inside one ``{...}`` hash tag.
     """
-    if subject is None:
+    if subject is None or session.key is None:
         return session
-    tag = hashlib.sha256(subject.encode("utf-8", "surrogatepass")).hexdigest()[:SUBJECT_TAG_DIGITS]
-    return Session(id=session.id, source=session.source, key=f"u-{tag}.{session.key}")
+    return Session(id=session.id, source=session.source, key=f"u-{subject_tag(subject)}.{session.key}")
 
 
 async def calling_session(
     params_meta: Mapping[str, Any] | None,
     http_request: Any,
-    fallback: Literal["default", "reject"],
+    fallback: Fallback,
     subject: str | None = None,
+    *,
+    cart_ids: CartIds,
+    cart_id: Any = None,
+    mints: bool = False,
 ) -> Session:
-    """The session of one tool call, logged: a WARNING for every fallback call, INFO naming the others.
+    """The cart of one tool call, logged: a WARNING for every shared-cart call, INFO naming the others.
 
-    ``params_meta`` is the SDK request context's ``meta`` (not ``getattr(params, '_meta')``,
-    which the SDK never fills). The envelope's top-level
-    ``_meta`` is dropped by the SDK's models, so it is read from the HTTP request's cached
-    body, and only when ``params._meta`` names no conversation. ``subject`` (the bearer
-    token's, when auth is on) scopes the key to its user.
+    ``cart_id`` (the argument, when not None) wins and is opened for ``subject``: a bad one is a
+    ``CartIdError``. ``params_meta`` is the SDK request context's ``meta`` (not ``getattr(params,
+    '_meta')``, which the SDK never fills). The envelope's top-level ``_meta`` is dropped by the SDK's
+    models, so it is read from the HTTP request's cached body, and only when ``params._meta`` names no
+    conversation. ``subject`` (the bearer token's, when auth is on) scopes the key to its user. ``mints``:
+    this call may create a cart (add_to_cart) under fallback ``mint``.
     """
-    if isinstance(params_meta, Mapping) and any(params_meta.get(name) is not None for name in PARAMS_META_KEYS):
-        session = resolve_session(params_meta, None, fallback)
+    if cart_id is not None:
+        key = cart_ids.open(cart_id, None if subject is None else subject_tag(subject))
+        session = Session(id=cart_id, source=CART_ID_SOURCE, key=key, cart_id=cart_id)
+    elif isinstance(params_meta, Mapping) and any(params_meta.get(name) is not None for name in PARAMS_META_KEYS):
+        session = scoped(resolve_session(params_meta, None, fallback), subject).named(cart_ids)
     else:
-        session = resolve_session(None, await _envelope_meta(http_request), fallback)
-    session = scoped(session, subject)
-    session_var.set(session.short_id)  # for JSON log lines of the rest of this call
+        found = resolve_session(None, await _envelope_meta(http_request), fallback, mints=mints)
+        session = scoped(found, subject).named(cart_ids)
+    named_by_id = session.source in (CART_ID_SOURCE, MINTED_SOURCE)
+    session_var.set(shorten(session.cart_id or "") if named_by_id else session.short_id)  # for JSON log lines
     if session.is_fallback:
         FALLBACK_CALLS.inc()
         logger.warning("No conversation id in _meta: using the shared %r cart", session.id)
+    elif session.source == NONE_SOURCE:
+        logger.info("No cart_id or conversation id: answering as for an empty cart, writing nothing")
+    elif session.source in (CART_ID_SOURCE, MINTED_SOURCE):
+        logger.info("Using cart %s (from %s)", shorten(session.cart_id or ""), session.source)
     else:
         logger.info("Using session ID: %s (from %s)", session.short_id, session.source)
     return session
+
+
+async def conversation_cart_id(
+    params_meta: Mapping[str, Any] | None, http_request: Any, subject: str | None, cart_ids: CartIds
+) -> str | None:
+    """The cart_id of the conversation a read-only call names (search_products), or None: never a fallback,
+    never an error (a call that only searches must not fail over its conversation id)."""
+    try:
+        if isinstance(params_meta, Mapping) and any(params_meta.get(n) is not None for n in PARAMS_META_KEYS):
+            found = resolve_session(params_meta, None, "reject")
+        else:
+            found = resolve_session(None, await _envelope_meta(http_request), "reject")
+    except SessionError:
+        return None
+    return scoped(found, subject).named(cart_ids).cart_id
 
 
 async def _envelope_meta(http_request: Any) -> Mapping[str, Any] | None:

@@ -22,15 +22,20 @@ from service.answers import (
     cart_answer,
     debug_answer,
     error_answer,
+    error_result,
     search_answer,
+    storage_error_text,
     stores_answer,
 )
 from service.arguments import MAX_PAGE, MAX_PAGE_SIZE, ArgumentError, product_id_text, short_text, whole_number
 from service.auth import caller_subject
-from service.carts import CartStore
+from service.cart_ids import subject_tag
+from service.carts import EMPTY_CART, CartRejected, CartStorageError, CartStore
 from service.catalog import Catalog, Product, SearchPage
 from service.config import Settings
-from service.sessions import Session, calling_session
+from service.idempotency import idempotency_key, keyed_change
+from service.server_secret import ServerSecret
+from service.sessions import Session, calling_session, conversation_cart_id
 
 SEARCH_THREADS = 1  # searches run at once per worker, each in a thread: the event loop never waits for one
 
@@ -61,9 +66,14 @@ class Shop:
     catalog: Catalog
     carts: CartStore
     settings: Settings
+    secret: ServerSecret = field(default=None, repr=False, compare=False)  # type: ignore[assignment]
     search_threads: anyio.CapacityLimiter = field(
         init=False, repr=False, compare=False, default_factory=lambda: anyio.CapacityLimiter(SEARCH_THREADS)
     )
+
+    def __post_init__(self) -> None:
+        if self.secret is None:  # one signer per worker: the app builds one Shop per worker
+            object.__setattr__(self, "secret", ServerSecret(self.settings, self.carts))
 
     @property
     def max_quantity(self) -> int:
@@ -79,7 +89,7 @@ class Shop:
 
     @answering()
     async def search_products(
-        self, search: Any, category: Any, store: Any, page: Any, page_size: Any
+        self, ctx: Context, search: Any, category: Any, store: Any, page: Any, page_size: Any, cart_id: Any = None
     ) -> CallToolResult:
         query = short_text("" if search is None else search, "search")
         wanted_category = short_text(category, "category") if category else None
@@ -96,45 +106,69 @@ class Shop:
             raise ArgumentError(
                 f"page {page_number} is past the last page ({last_page}); ask for page 1 to {last_page}."
             )
-        return search_answer(found, query, wanted_category, store_id, self.catalog)
+        named = await self.search_cart_id(ctx, cart_id)
+        return search_answer(found, query, wanted_category, store_id, self.catalog, named)
 
     @answering(retry_safe=False)  # an add that timed out may have run: retrying blindly would add twice
-    async def add_to_cart(self, ctx: Context, product_id: Any, quantity: Any) -> CallToolResult:
-        session = await self.session_of(ctx)
+    async def add_to_cart(self, ctx: Context, product_id: Any, quantity: Any, cart_id: Any = None) -> CallToolResult:
+        key = idempotency_key(ctx.request_context.meta)
+        session = await self.session_of(ctx, cart_id, mints=True)
         product = self.purchasable(product_id)
         count = whole_number(quantity, "quantity", 1, self.max_quantity)
-        assert product.price is not None  # purchasable() checked it
-        cart = await self.carts.add(session.key, product.id, count, product.name, product.price)
+        assert product.price is not None and session.key is not None  # purchasable() checked; adding mints
+        change = keyed_change(key, "add_to_cart", {"cart": session.key, "product_id": product.id, "quantity": count})
+        try:
+            cart = await self.carts.add(session.key, product.id, count, product.name, product.price, change=change)
+        except CartStorageError as exc:
+            if change is None:
+                raise
+            return error_result(storage_error_text(exc, retry_safe=False, keyed=True))
         return cart_answer(session, cart, self.catalog, "Added to the cart.")
 
     @answering()
-    async def update_cart_item(self, ctx: Context, product_id: Any, quantity: Any) -> CallToolResult:
-        session = await self.session_of(ctx)
+    async def update_cart_item(
+        self, ctx: Context, product_id: Any, quantity: Any, cart_id: Any = None
+    ) -> CallToolResult:
+        key = idempotency_key(ctx.request_context.meta)
+        session = await self.session_of(ctx, cart_id)
         line = self.in_cart(product_id)
         count = whole_number(quantity, "quantity", 0, self.max_quantity)
-        cart = await self.carts.set_quantity(session.key, line, count)
+        if session.key is None:  # no cart named (fallback mint): nothing is in it
+            raise CartRejected("not_in_cart", 0)
+        change = keyed_change(key, "update_cart_item", {"cart": session.key, "product_id": line, "quantity": count})
+        cart = await self.carts.set_quantity(session.key, line, count, change=change)
         return cart_answer(session, cart, self.catalog, "Cart updated.")
 
     @answering()
-    async def remove_from_cart(self, ctx: Context, product_id: Any) -> CallToolResult:
-        session = await self.session_of(ctx)
-        cart = await self.carts.remove(session.key, self.in_cart(product_id))
+    async def remove_from_cart(self, ctx: Context, product_id: Any, cart_id: Any = None) -> CallToolResult:
+        key = idempotency_key(ctx.request_context.meta)
+        session = await self.session_of(ctx, cart_id)
+        line = self.in_cart(product_id)
+        if session.key is None:
+            raise CartRejected("not_in_cart", 0)
+        change = keyed_change(key, "remove_from_cart", {"cart": session.key, "product_id": line})
+        cart = await self.carts.remove(session.key, line, change=change)
         return cart_answer(session, cart, self.catalog, "Removed from the cart.")
 
     @answering()
-    async def view_cart(self, ctx: Context) -> CallToolResult:
-        session = await self.session_of(ctx)
-        return cart_answer(session, await self.carts.view(session.key), self.catalog, "")
+    async def view_cart(self, ctx: Context, cart_id: Any = None) -> CallToolResult:
+        session = await self.session_of(ctx, cart_id)
+        cart = EMPTY_CART if session.key is None else await self.carts.view(session.key)
+        return cart_answer(session, cart, self.catalog, "")
 
     @answering()
-    async def clear_cart(self, ctx: Context) -> CallToolResult:
-        session = await self.session_of(ctx)
-        return cart_answer(session, await self.carts.clear(session.key), self.catalog, "Cart cleared.")
+    async def clear_cart(self, ctx: Context, cart_id: Any = None) -> CallToolResult:
+        key = idempotency_key(ctx.request_context.meta)
+        session = await self.session_of(ctx, cart_id)
+        if session.key is None:
+            return cart_answer(session, EMPTY_CART, self.catalog, "Cart cleared.")
+        change = keyed_change(key, "clear_cart", {"cart": session.key})
+        return cart_answer(session, await self.carts.clear(session.key, change=change), self.catalog, "Cart cleared.")
 
     @answering()
-    async def debug_session(self, ctx: Context) -> CallToolResult:
-        session = await self.session_of(ctx)
-        cart = await self.carts.view(session.key)
+    async def debug_session(self, ctx: Context, cart_id: Any = None) -> CallToolResult:
+        session = await self.session_of(ctx, cart_id)
+        cart = EMPTY_CART if session.key is None else await self.carts.view(session.key)
         count = await self.carts.counted_carts()  # one SCAN sweep per worker serves a few seconds of calls
         # Other carts appear only as this aggregate, counted at most once per few seconds (see README).
         ago = count.age_seconds(self.carts.cart_counter.clock())
@@ -142,11 +176,35 @@ class Shop:
 
     # ------------------------------------------------------------------ what the tools share
 
-    async def session_of(self, ctx: Context) -> Session:
-        """The calling conversation; with auth on, the cart key is the user's too."""
+    async def session_of(self, ctx: Context, cart_id: Any = None, *, mints: bool = False) -> Session:
+        """The cart of this call (DESIGN.md "Which cart a call uses"); with auth on, the key is the user's too.
+        ``mints``: under fallback ``mint`` this call may create a cart (add_to_cart)."""
         request = ctx.request_context
         subject = caller_subject(request.request)
-        return await calling_session(request.meta, request.request, self.settings.session_fallback, subject)
+        cart_ids = await self.secret.cart_ids()
+        return await calling_session(
+            request.meta,
+            request.request,
+            self.settings.session_fallback,
+            subject,
+            cart_ids=cart_ids,
+            cart_id=cart_id,
+            mints=mints,
+        )
+
+    async def search_cart_id(self, ctx: Context, cart_id: Any) -> str | None:
+        """The cart_id a search answers: the argument (checked: a bad one is the cart_id sentence), else the
+        conversation's, else None. Searching needs no Redis: when the generated secret cannot be read, None."""
+        request = ctx.request_context
+        subject = caller_subject(request.request)
+        try:
+            cart_ids = await self.secret.cart_ids()
+        except CartStorageError:
+            return None
+        if cart_id is not None:
+            cart_ids.open(cart_id, None if subject is None else subject_tag(subject))
+            return str(cart_id)
+        return await conversation_cart_id(request.meta, request.request, subject, cart_ids)
 
     def purchasable(self, product_id: Any) -> Product:
         """The product an id names, if it can be bought now; else ``ArgumentError``."""

@@ -14,6 +14,7 @@ from pydantic import WithJsonSchema
 from service import __version__
 from service.arguments import MAX_PAGE_SIZE, MAX_QUERY_LENGTH
 from service.auth import AuthSetup
+from service.cart_ids import MAX_CART_ID_LENGTH
 from service.metrics import ToolMetrics
 from service.protocol_errors import PlainMethodErrors, PlainToolErrors
 from service.shop import Shop
@@ -21,9 +22,12 @@ from service.shop import Shop
 __all__ = ["Shop", "create_server"]
 
 INSTRUCTIONS = (
-    "A shop: search_products finds products, add_to_cart and the other cart tools keep one cart "
-    "per conversation. Send the conversation id in _meta (sessionId) so each chat gets its own cart."
+    "A shop: search_products finds products, add_to_cart and the other cart tools keep a cart. Every cart "
+    "answer carries a cart_id: pass it as the cart_id argument of every later cart call and search, so the "
+    "same cart is used from any chat, device or widget. Send the conversation id in _meta (sessionId) where "
+    'you can. To retry a change safely, send the same _meta "idempotency-key" with it.'
 )
+PASS_CART_ID = " Pass `cart_id` from the latest cart answer once you have one."
 READ_ONLY = ToolAnnotations(read_only_hint=True)
 
 # Exact schemas for the client; the values themselves are checked by the Shop (service.arguments).
@@ -34,6 +38,15 @@ OptionalText = Annotated[
 ]
 Page = Annotated[Any, WithJsonSchema({"type": "integer", "minimum": 1})]
 PageSize = Annotated[Any, WithJsonSchema({"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE})]
+CartId = Annotated[
+    Any,
+    WithJsonSchema(
+        {
+            "anyOf": [{"type": "string", "maxLength": MAX_CART_ID_LENGTH}, {"type": "null"}],
+            "description": "The cart_id of the latest cart answer (starts wc_); leave out until you have one.",
+        }
+    ),
+]
 
 
 def quantity_schema(low: int, high: int, description: str) -> WithJsonSchema:
@@ -74,18 +87,21 @@ def register_catalog_tools(server: MCPServer, shop: Shop) -> None:
         name="search_products",
         description=(
             "Search the catalog. Every word of `search` must match the name, category or description "
-            '("" lists everything); best matches first. Optional `category` and `store` filters; paged.'
+            '("" lists everything); best matches first. Optional `category` and `store` filters; paged. '
+            "The answer's cart_id names the cart the call named." + PASS_CART_ID
         ),
         annotations=READ_ONLY,
     )
     async def search_products(
+        ctx: Context,
         search: Text = "",
         category: OptionalText = None,
         store: OptionalText = None,
         page: Page = 1,
         page_size: PageSize = 12,
+        cart_id: CartId = None,
     ) -> CallToolResult:
-        return await shop.search_products(search, category, store, page, page_size)
+        return await shop.search_products(ctx, search, category, store, page, page_size, cart_id)
 
 
 def register_cart_tools(server: MCPServer, shop: Shop) -> None:
@@ -94,36 +110,36 @@ def register_cart_tools(server: MCPServer, shop: Shop) -> None:
     set_quantity = quantity_schema(0, shop.max_quantity, "The line's new quantity; 0 removes the line.")
 
     @server.tool(
-        name="add_to_cart", description="Add a product to this conversation's cart (adds to its line if it is there)."
+        name="add_to_cart",
+        description="Add a product to the cart (adds to its line if it is there); the answer names the cart's "
+        "cart_id (a new cart when no cart_id or conversation id is sent)." + PASS_CART_ID,
     )
     async def add_to_cart(
-        product_id: ProductId, ctx: Context, quantity: Annotated[Any, add_quantity] = 1
+        product_id: ProductId, ctx: Context, quantity: Annotated[Any, add_quantity] = 1, cart_id: CartId = None
     ) -> CallToolResult:
-        return await shop.add_to_cart(ctx, product_id, quantity)
+        return await shop.add_to_cart(ctx, product_id, quantity, cart_id)
 
-    @server.tool(
-        name="update_cart_item", description="Set the quantity of a line in this conversation's cart; 0 removes it."
-    )
+    @server.tool(name="update_cart_item", description="Set the quantity of a cart line; 0 removes it." + PASS_CART_ID)
     async def update_cart_item(
-        product_id: ProductId, quantity: Annotated[Any, set_quantity], ctx: Context
+        product_id: ProductId, quantity: Annotated[Any, set_quantity], ctx: Context, cart_id: CartId = None
     ) -> CallToolResult:
-        return await shop.update_cart_item(ctx, product_id, quantity)
+        return await shop.update_cart_item(ctx, product_id, quantity, cart_id)
 
-    @server.tool(name="remove_from_cart", description="Remove a product's line from this conversation's cart.")
-    async def remove_from_cart(product_id: ProductId, ctx: Context) -> CallToolResult:
-        return await shop.remove_from_cart(ctx, product_id)
+    @server.tool(name="remove_from_cart", description="Remove a product's line from the cart." + PASS_CART_ID)
+    async def remove_from_cart(product_id: ProductId, ctx: Context, cart_id: CartId = None) -> CallToolResult:
+        return await shop.remove_from_cart(ctx, product_id, cart_id)
 
-    @server.tool(name="view_cart", description="Show this conversation's cart: lines and total.", annotations=READ_ONLY)
-    async def view_cart(ctx: Context) -> CallToolResult:
-        return await shop.view_cart(ctx)
+    @server.tool(name="view_cart", description="Show the cart: lines and total." + PASS_CART_ID, annotations=READ_ONLY)
+    async def view_cart(ctx: Context, cart_id: CartId = None) -> CallToolResult:
+        return await shop.view_cart(ctx, cart_id)
 
     @server.tool(
         name="clear_cart",
-        description="Empty this conversation's cart.",
+        description="Empty the cart." + PASS_CART_ID,
         annotations=ToolAnnotations(destructive_hint=True),
     )
-    async def clear_cart(ctx: Context) -> CallToolResult:
-        return await shop.clear_cart(ctx)
+    async def clear_cart(ctx: Context, cart_id: CartId = None) -> CallToolResult:
+        return await shop.clear_cart(ctx, cart_id)
 
 
 def register_debug_tool(server: MCPServer, shop: Shop) -> None:
@@ -131,8 +147,9 @@ def register_debug_tool(server: MCPServer, shop: Shop) -> None:
 
     @server.tool(
         name="debug_session",
-        description="Show which conversation id this call was filed under and how many carts exist (no other ids).",
+        description="Show which cart this call was filed under (cart_id, conversation id or fallback) and how many "
+        "carts exist (no other ids).",
         annotations=READ_ONLY,
     )
-    async def debug_session(ctx: Context) -> CallToolResult:
-        return await shop.debug_session(ctx)
+    async def debug_session(ctx: Context, cart_id: CartId = None) -> CallToolResult:
+        return await shop.debug_session(ctx, cart_id)

@@ -21,6 +21,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_stat
 
 from harness.processes import ServeProcess
 from service.carts import CartRejected, CartStore
+from service.idempotency import keyed_change
 from tests.jsonrpc import JSON_HEADERS, add_calls, tool_call_message
 
 MAX_QUANTITY = 5
@@ -34,6 +35,7 @@ MACHINE_SETTINGS = settings(
 
 sessions = st.sampled_from(SESSIONS)
 products = st.sampled_from(PRODUCTS)
+idempotency_keys = st.sampled_from(("key-1", "key-2", "key-3"))
 
 
 def cart_machine(connect: Callable[[str], CartStore]) -> type[RuleBasedStateMachine]:
@@ -46,6 +48,7 @@ def cart_machine(connect: Callable[[str], CartStore]) -> type[RuleBasedStateMach
             self.prefix = f"weft-prop-{uuid.uuid4().hex[:12]}"
             self.store = connect(self.prefix)
             self.model: dict[str, dict[str, int]] = {session: {} for session in SESSIONS}
+            self.keys: dict[tuple[str, str], str] = {}  # (session, idempotency key) -> fingerprint it was used for
 
         def run(self, coroutine: Any) -> Any:
             return self.runner.run(coroutine)
@@ -72,6 +75,34 @@ def cart_machine(connect: Callable[[str], CartStore]) -> type[RuleBasedStateMach
             if not rejected:
                 cart[product] = current + quantity
             self.expect(session, change, rejected)
+
+        @rule(session=sessions, key=idempotency_keys, product=products, quantity=st.integers(1, MAX_QUANTITY + 2))
+        def keyed_add(self, session: str, key: str, product: str, quantity: int) -> None:
+            """An add with an idempotency key: a retry (same key, same add) changes nothing and answers
+            ``replayed``; the key with another add is refused; a refused add records nothing."""
+            change = keyed_change(key, "add_to_cart", {"cart": session, "product_id": product, "quantity": quantity})
+            assert change is not None
+            used = self.keys.get((session, key))
+            call = self.store.add(session, product, quantity, product.upper(), PRICES[product], change=change)
+            if used is not None:
+                if used == change.fingerprint:
+                    cart = self.run(call)
+                    assert cart.replayed
+                    assert {line.product_id: line.quantity for line in cart.lines} == self.model[session]
+                else:
+                    with pytest.raises(CartRejected, match="idempotency_conflict"):
+                        self.run(call)
+                return
+            cart_model = self.model[session]
+            current = cart_model.get(product, 0)
+            if product in cart_model:
+                rejected = current + quantity > MAX_QUANTITY
+            else:
+                rejected = len(cart_model) >= MAX_LINES or quantity > MAX_QUANTITY
+            if not rejected:
+                cart_model[product] = current + quantity
+                self.keys[(session, key)] = change.fingerprint
+            self.expect(session, call, rejected)
 
         @rule(session=sessions, product=products, quantity=st.integers(0, MAX_QUANTITY + 1))
         def update(self, session: str, product: str, quantity: int) -> None:
@@ -110,10 +141,15 @@ def cart_machine(connect: Callable[[str], CartStore]) -> type[RuleBasedStateMach
                 assert exists == (1 if self.model[session] else 0), "an empty cart must have no key"
             assert self.run(self.store.count_carts()) == sum(1 for cart in self.model.values() if cart)
 
+        async def _records(self) -> list[str]:
+            return [key async for key in self.store.client.scan_iter(match=f"{self.prefix}:idem:*")]
+
         def teardown(self) -> None:
             try:
                 for session in SESSIONS:
                     self.run(self.store.clear(session))
+                for record in self.run(self._records()):  # idempotency records outlive their carts (by TTL)
+                    self.run(self.store.client.delete(record))
                 self.run(self.store.aclose())
             finally:
                 self.runner.close()
@@ -166,6 +202,7 @@ def test_two_processes_of_sixteen_tasks_through_two_servers(redis_url: str) -> N
             ]
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     try:
-        assert list(client.scan_iter(match=f"{prefix}:*")) == [f"{prefix}:cart:{{{chat}}}"]
+        keys = set(client.scan_iter(match=f"{prefix}:*")) - {f"{prefix}:secret"}  # the generated secret
+        assert keys == {f"{prefix}:cart:{{{chat}}}"}
     finally:
         client.close()

@@ -536,11 +536,12 @@ async def test_two_processes_adding_lose_nothing(store: CartStore, request: pyte
 
 
 async def test_each_cart_call_sends_one_client_command(store: CartStore, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Seen from the client, every cart call is one command: EVALSHA (scripts already loaded) or DEL for clear."""
+    """Seen from the client, every cart call is one command: EVALSHA (scripts already loaded), also clear."""
+    await store.clear("warm-up")
     await add(store, "t:a")
     await add(store, "t:b")
     await store.view(SESSION)
-    await store.set_quantity(SESSION, "t:a", 2)  # all three scripts are loaded now
+    await store.set_quantity(SESSION, "t:a", 2)  # all four scripts are loaded now
 
     sent: list[str] = []
     execute_command = store.client.execute_command
@@ -568,7 +569,7 @@ async def test_each_cart_call_sends_one_client_command(store: CartStore, monkeyp
         "set_quantity": ["EVALSHA"],
         "remove": ["EVALSHA"],
         "view_absent": ["EVALSHA"],
-        "clear": ["DEL"],
+        "clear": ["EVALSHA"],
     }
 
 
@@ -581,12 +582,13 @@ def _commandstats(client: redis.Redis) -> dict[str, dict[str, Any]]:
 async def test_commandstats_show_one_script_call_per_cart_call(
     store: CartStore, request: pytest.FixtureRequest
 ) -> None:
-    """Each cart call sends one command: EVALSHA for add/view/set_quantity/remove, DEL for clear."""
+    """Each cart call sends one command, EVALSHA, with and without an idempotency key (clear too)."""
     if os.environ.get("WEFT_TEST_REDIS_URL"):
         pytest.skip("CONFIG RESETSTAT is server-wide; not run against a shared WEFT_TEST_REDIS_URL server")
     admin = redis.Redis.from_url(request.getfixturevalue("redis_url"))
 
-    # Warm-up: load all three scripts, and leave two lines so the measured remove keeps the key.
+    # Warm-up: load all four scripts, and leave two lines so the measured remove keeps the key.
+    await store.clear("warm-up")
     await add(store, "t:a")
     await add(store, "t:b")
     await store.view(SESSION)
@@ -597,7 +599,11 @@ async def test_commandstats_show_one_script_call_per_cart_call(
         ("view", "evalsha", lambda: store.view(SESSION)),
         ("set_quantity", "evalsha", lambda: store.set_quantity(SESSION, "t:a", 4)),
         ("remove", "evalsha", lambda: store.remove(SESSION, "t:b")),
-        ("clear", "del", lambda: store.clear(SESSION)),
+        ("clear", "evalsha", lambda: store.clear(SESSION)),
+        ("keyed add", "evalsha", lambda: store.add(SESSION, "t:a", 1, "A", PRICE, change=keyed("a"))),
+        ("keyed add replayed", "evalsha", lambda: store.add(SESSION, "t:a", 1, "A", PRICE, change=keyed("a"))),
+        ("keyed set_quantity", "evalsha", lambda: store.set_quantity(SESSION, "t:a", 3, change=keyed("s"))),
+        ("keyed clear", "evalsha", lambda: store.clear(SESSION, change=keyed("c"))),
     ]
     try:
         observed: dict[str, dict[str, int]] = {}
@@ -609,8 +615,6 @@ async def test_commandstats_show_one_script_call_per_cart_call(
             observed[name] = {key.removeprefix("cmdstat_"): int(value["calls"]) for key, value in stats.items()}
             assert stats[f"cmdstat_{command}"]["calls"] == 1, (name, stats)
             assert "cmdstat_eval" not in stats and "cmdstat_script|load" not in stats, (name, stats)
-            if command == "del":
-                assert "cmdstat_evalsha" not in stats, (name, stats)
         print("\ncommandstats per cart call (script calls include the commands run inside the script):")
         for name, figures in observed.items():
             print(f"  {name}: {figures}")
@@ -983,3 +987,111 @@ async def test_a_stamp_within_a_day_ahead_is_clock_skew_not_damage(store: CartSt
     listing = await store.list_carts(10, now=NOW)
     assert [(cart.session_key, cart.idle_seconds) for cart in listing.carts] == [("ahead", 0)]
     assert listing.damage.damaged == 0
+
+
+# 15. Idempotent retries and the generated secret
+
+
+def keyed(label: str, fingerprint: str = "f" * 32) -> Any:
+    from service.idempotency import IdempotentChange
+
+    return IdempotentChange(digest=label.encode().hex().ljust(32, "0")[:32], fingerprint=fingerprint)
+
+
+async def test_an_idempotent_add_retried_adds_once_and_answers_replayed(store: CartStore) -> None:
+    change = keyed("k1")
+    first = await store.add(SESSION, "t:a", 2, "A", PRICE, change=change)
+    assert quantities(first) == {"t:a": 2} and not first.replayed
+    again = await store.add(SESSION, "t:a", 2, "A", PRICE, change=change)
+    assert quantities(again) == {"t:a": 2} and again.replayed
+    record = store.idempotency_record_key(SESSION, change.digest)
+    assert await store.client.get(record) == change.fingerprint
+    assert 0 < await store.client.ttl(record) <= store.idempotency_ttl_seconds
+    assert quantities(await store.add(SESSION, "t:a", 2, "A", PRICE)) == {"t:a": 4}  # no key: adds
+
+
+async def test_a_reused_key_for_another_change_is_refused_and_changes_nothing(store: CartStore) -> None:
+    await store.add(SESSION, "t:a", 1, "A", PRICE, change=keyed("k1", "1" * 32))
+    before = await raw(store)
+    for call in (
+        lambda: store.add(SESSION, "t:a", 3, "A", PRICE, change=keyed("k1", "2" * 32)),
+        lambda: store.set_quantity(SESSION, "t:a", 4, change=keyed("k1", "3" * 32)),
+        lambda: store.remove(SESSION, "t:a", change=keyed("k1", "4" * 32)),
+        lambda: store.clear(SESSION, change=keyed("k1", "5" * 32)),
+    ):
+        with pytest.raises(CartRejected) as caught:
+            await call()
+        assert caught.value.reason == "idempotency_conflict"
+    assert await raw(store) == before
+
+
+async def test_a_rejected_change_records_nothing(store: CartStore) -> None:
+    change = keyed("k2")
+    with pytest.raises(CartRejected):
+        await store.add(SESSION, "t:a", 6, "A", PRICE, change=change)  # over max_quantity 5
+    assert await store.client.exists(store.idempotency_record_key(SESSION, change.digest)) == 0
+    assert quantities(await store.add(SESSION, "t:a", 2, "A", PRICE, change=change)) == {"t:a": 2}
+    with pytest.raises(CartRejected):
+        await store.set_quantity(SESSION, "t:zz", 1, change=keyed("k3"))
+    assert await store.client.exists(store.idempotency_record_key(SESSION, keyed("k3").digest)) == 0
+
+
+async def test_keyed_update_remove_and_clear_replay(store: CartStore) -> None:
+    await add(store, "t:a", 1)
+    await add(store, "t:b", 1)
+    assert quantities(await store.set_quantity(SESSION, "t:a", 3, change=keyed("u"))) == {"t:a": 3, "t:b": 1}
+    await store.set_quantity(SESSION, "t:a", 1)
+    replay = await store.set_quantity(SESSION, "t:a", 3, change=keyed("u"))
+    assert replay.replayed and quantities(replay) == {"t:a": 1, "t:b": 1}  # the cart as it is now
+    assert quantities(await store.remove(SESSION, "t:b", change=keyed("r"))) == {"t:a": 1}
+    assert (await store.remove(SESSION, "t:b", change=keyed("r"))).replayed  # not "not in the cart"
+    assert (await store.clear(SESSION, change=keyed("c"))).is_empty
+    await add(store, "t:c", 1)
+    replay = await store.clear(SESSION, change=keyed("c"))
+    assert replay.replayed and quantities(replay) == {"t:c": 1}  # the retry of that clear clears nothing new
+
+
+async def test_records_live_in_the_carts_slot_and_never_count_as_carts(store: CartStore, key_prefix: str) -> None:
+    change = keyed("slot")
+    await store.add("c-" + "ab" * 16, "t:a", 1, "A", PRICE, change=change)
+    record = store.idempotency_record_key("c-" + "ab" * 16, change.digest)
+    assert record == f"{key_prefix}:idem:{{c-{'ab' * 16}}}:{change.digest}"
+    assert not store.is_cart_key(record)
+    assert await store.shared_secret() == await store.shared_secret()
+    assert await store.count_carts() == 1
+    assert [c.session_key for c in (await store.list_carts(10)).carts] == ["c-" + "ab" * 16]
+    assert (await store.count_with_damage()).carts == 1
+
+
+async def test_shared_secret_is_generated_once_for_every_store_on_it(make_store: StoreFactory) -> None:
+    first = make_store()
+    secret = await first.shared_secret()
+    assert len(secret) >= 32 and await first.client.get(first.secret_key) == secret
+    assert await first.client.ttl(first.secret_key) == -1  # kept: cart_ids must keep opening
+    if first.backend == "redis":  # a second worker on the same Redis reads the same secret
+        assert await make_store().shared_secret() == secret
+
+
+async def test_each_keyed_call_sends_one_command(store: CartStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With an idempotency key, add, set_quantity, remove and clear are still one EVALSHA each."""
+    await store.clear("warm-up", change=keyed("w0"))
+    await add(store, "t:a")
+    await store.set_quantity(SESSION, "t:a", 2)
+    sent: list[str] = []
+    execute_command = store.client.execute_command
+
+    async def recording_execute_command(*args: Any, **options: Any) -> Any:
+        sent.append(str(args[0]).upper())
+        return await execute_command(*args, **options)
+
+    monkeypatch.setattr(store.client, "execute_command", recording_execute_command)
+    for call in (
+        lambda: store.add(SESSION, "t:b", 1, "B", PRICE, change=keyed("a1")),
+        lambda: store.add(SESSION, "t:b", 1, "B", PRICE, change=keyed("a1")),  # the replay
+        lambda: store.set_quantity(SESSION, "t:a", 3, change=keyed("s1")),
+        lambda: store.remove(SESSION, "t:a", change=keyed("r1")),
+        lambda: store.clear(SESSION, change=keyed("c1")),
+    ):
+        sent.clear()
+        await call()
+        assert sent == ["EVALSHA"]

@@ -139,3 +139,38 @@ def test_purge_idle_on_a_cluster_survives_scripts_lost_mid_sweep(
             await store.aclose()
 
     assert asyncio.run(scenario()) == (total, total, 0)
+
+
+def test_minted_carts_cart_ids_and_idempotent_retries_on_a_cluster(cluster: RedisCluster) -> None:
+    """A minted cart's record key shares its hash tag (no CROSSSLOT); the generated secret is one for all."""
+    from tests.jsonrpc import JSON_HEADERS, tool_call_message
+
+    env = {"WEFT_REDIS_CLUSTER": "true", "WEFT_REDIS_URL": cluster.url, "WEFT_KEY_PREFIX": "clid"}
+
+    def rpc(server: ServeProcess, name: str, arguments: dict[str, Any], meta: dict[str, Any] | None = None) -> Any:
+        message = tool_call_message(name, arguments, meta=meta)
+        result = httpx.post(server.mcp_url, json=message, headers=JSON_HEADERS, timeout=10).json()["result"]
+        assert not result.get("isError"), result
+        return result["structuredContent"]
+
+    cart_ids = []
+    with ServeProcess(env=env) as server:
+        for index in range(12):
+            meta = {"idempotency-key": f"cl-add-{index}"}
+            first = rpc(server, "add_to_cart", {"product_id": "demo-market:i1101", "quantity": 2}, meta)
+            again = rpc(
+                server,
+                "add_to_cart",
+                {"product_id": "demo-market:i1101", "quantity": 2, "cart_id": first["cart_id"]},
+                meta,
+            )
+            assert again["replayed"] is True and again["item_count"] == 2
+            cart_ids.append(first["cart_id"])
+    with ServeProcess(env=env) as restarted:  # the secret generated in the cluster opens the same ids
+        for cart_id in cart_ids:
+            assert rpc(restarted, "view_cart", {"cart_id": cart_id})["item_count"] == 2
+    per_primary = []
+    for client in cluster.primaries():
+        with client:
+            per_primary.append(sum(1 for _ in client.scan_iter(match="clid:idem:*", count=1000)))
+    assert sum(per_primary) == 12 and sum(1 for count in per_primary if count) >= 2, per_primary

@@ -87,7 +87,8 @@ def cart_quantities(cart: Mapping[str, Any]) -> dict[str, int]:
 
 
 def keys_under(client: redis.Redis, prefix: str) -> set[str]:
-    return set(client.scan_iter(match=f"{prefix}:*", count=1000))
+    """Every key under the prefix but the generated server secret (written once at start, by no call)."""
+    return set(client.scan_iter(match=f"{prefix}:*", count=1000)) - {f"{prefix}:secret"}
 
 
 # ---------------------------------------------------------------- fixtures
@@ -100,8 +101,9 @@ def module_prefix() -> str:
 
 @pytest.fixture(scope="module")
 def server(redis_url: str, module_prefix: str) -> Iterator[ServeProcess]:
-    """The module's shared server on the real Redis, fallback mode ``default``."""
-    with ServeProcess(env={"WEFT_REDIS_URL": redis_url, "WEFT_KEY_PREFIX": module_prefix}) as process:
+    """The module's shared server on the real Redis, fallback mode ``default`` (set: ``mint`` is the default)."""
+    env = {"WEFT_REDIS_URL": redis_url, "WEFT_KEY_PREFIX": module_prefix, "WEFT_SESSION_FALLBACK": "default"}
+    with ServeProcess(env=env) as process:
         yield process
 
 

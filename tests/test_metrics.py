@@ -31,7 +31,7 @@ async def _call(client: httpx.AsyncClient, name: str, arguments: dict, meta: dic
 
 
 async def test_metrics_count_tools_outcomes_and_fallback() -> None:
-    app = create_app(Settings())
+    app = create_app(Settings(session_fallback="default"))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:

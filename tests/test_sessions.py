@@ -38,7 +38,7 @@ def test_invalid_ids_are_rejected_not_guessed(bad: object) -> None:
 
 
 @pytest.mark.parametrize(
-    "unsafe", ["default", "a*", "a?b", "[ab]", "{tag}", "back\\slash", "h-0123", "x" * 129, "y" * 256]
+    "unsafe", ["default", "a*", "a?b", "[ab]", "{tag}", "back\\slash", "h-0123", "c-0123", "u-1", "x" * 101, "y" * 256]
 )
 def test_unsafe_ids_are_hashed(unsafe: str) -> None:
     key = session_key(unsafe)
@@ -52,8 +52,9 @@ def test_an_explicit_default_id_is_not_the_fallback_cart() -> None:
 
 
 def test_safe_ids_stay_readable() -> None:
-    for safe in ("conv-123", "v1/abc:def", "x" * 128, "a.b_c@d"):
+    for safe in ("conv-123", "v1/abc:def", "x" * 100, "a.b_c@d"):
         assert session_key(safe) == safe
+    assert re.fullmatch(r"h-[0-9a-f]{32}", session_key("x" * 101))  # 101..128 characters: hashed since cart_ids
     assert session_key("a*") != session_key("a?")
 
 

@@ -121,3 +121,33 @@ def test_workers_without_redis_exit_with_a_message() -> None:
     assert completed.returncode != 0
     assert time.monotonic() - started < 10
     assert "WEFT_REDIS_URL" in completed.stderr, completed.stderr
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("WEFT_SECRET_KEY", "short-" + SECRET), ("WEFT_SECRET_KEY_PREVIOUS", "x" * 40 + ",tiny" + SECRET)],
+)
+def test_short_server_secrets_are_refused_without_echoing_them(
+    variable: str, value: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One line names the variable, the rule and how to make a good secret; the value never appears."""
+    from service.config import settings_error_line
+
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(Exception) as caught:
+        Settings(_env_file=None)
+    line = settings_error_line(caught.value)
+    assert variable in line and "at least 32 characters" in line and "secrets.token_urlsafe(32)" in line, line
+    assert SECRET not in line and "tiny" not in line
+
+
+def test_server_secret_settings_parse(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WEFT_SECRET_KEY", "k" * 32)
+    monkeypatch.setenv("WEFT_SECRET_KEY_PREVIOUS", " " + "a" * 32 + " , " + "b" * 40 + ",")
+    settings = Settings(_env_file=None)
+    assert settings.secret_key is not None and settings.secret_key.get_secret_value() == "k" * 32
+    assert [secret.get_secret_value() for secret in settings.secret_key_previous] == ["a" * 32, "b" * 40]
+    assert "k" * 32 not in repr(settings)
+    assert settings.session_fallback == "mint" and settings.idempotency_ttl_seconds == 86400
+    monkeypatch.setenv("WEFT_SECRET_KEY", "")
+    assert Settings(_env_file=None).secret_key is None

@@ -132,6 +132,11 @@ def test_wrong_password_is_named_and_not_ready() -> None:
         server.stop()
 
 
+def stray_keys(admin: redis.Redis, prefix: str) -> list[str]:
+    """Keys under the prefix but the generated server secret (written once at start, with WEFT_SECRET_KEY unset)."""
+    return [key for key in admin.keys(f"{prefix}:*") if key != f"{prefix}:secret"]
+
+
 def test_acl_users_without_rights_are_named_and_not_ready() -> None:
     server = RedisProcess().start()
     admin = redis.Redis.from_url(server.url, decode_responses=True)
@@ -157,7 +162,9 @@ def test_acl_users_without_rights_are_named_and_not_ready() -> None:
         )
         for user, password in (("nokeys", "nk-Pa55"), ("reader", "rd-Pa55")):
             url = f"redis://{user}:{password}@127.0.0.1:{server.port}/0"
-            with ServeProcess(env={"WEFT_REDIS_URL": url, "WEFT_KEY_PREFIX": prefix}) as shop:
+            # With WEFT_SECRET_KEY set no worker needs to write <prefix>:secret: a read-only user can read carts.
+            env = {"WEFT_REDIS_URL": url, "WEFT_KEY_PREFIX": prefix, "WEFT_SECRET_KEY": "s" * 32}
+            with ServeProcess(env=env) as shop:
                 status, body = readiness(shop)
                 assert (status, body["condition"]) == (503, "permission"), (user, body)
                 assert admin.keys(f"{prefix}:*") == [f"{prefix}:cart:{{acl-chat}}"]  # the probe left nothing
@@ -241,7 +248,7 @@ def test_readiness_names_what_an_acl_user_lacks_and_leaves_no_key(user: str) -> 
                 assert (status, body["status"], body["condition"]) == (status_wanted, state, "permission"), body
                 if missing:
                     assert body["missing"] == missing and all(m in body["reason"] for m in missing), body
-                assert admin.keys(f"{prefix}:*") == [], admin.keys(f"{prefix}:*")  # the probe left nothing
+                assert stray_keys(admin, prefix) == [], stray_keys(admin, prefix)  # the probe left nothing
             admin.hset(f"{prefix}:cart:{{acl-chat}}", OATS, '{"q":1,"n":"Oats","p":"18.90"}')  # remove has a line
             works = {
                 "add_to_cart": _tool_works(shop, "add_to_cart", {"product_id": OATS}, "acl-chat"),
@@ -272,7 +279,7 @@ def test_a_user_without_scan_is_ready_when_the_debug_tool_is_off() -> None:
         with ServeProcess(env=env) as shop:
             status, body = readiness(shop)
             assert (status, body["status"]) == (200, "ready"), body
-            assert admin.keys(f"{prefix}:*") == []
+            assert stray_keys(admin, prefix) == []
     finally:
         admin.close()
         server.stop()
@@ -293,7 +300,7 @@ def test_a_user_without_the_ttl_command_is_degraded_and_the_tools_work(rule: str
             status, body = readiness(shop)
             assert (status, body["status"], body["condition"]) == (200, "degraded", "permission"), body
             assert body["missing"] == [command] and "expiry" in body["reason"], body
-            assert admin.keys(f"{prefix}:*") == []
+            assert stray_keys(admin, prefix) == []
             for tool, arguments in (
                 ("add_to_cart", {"product_id": OATS}),
                 ("view_cart", {}),

@@ -95,7 +95,8 @@ async def test_list_stores(shop: Shop) -> None:
 async def test_search_products_shape(shop: Shop) -> None:
     async with Client(create_server(shop)) as client:
         data = await Chat(client, "a").ok("search_products", search="oats", page_size=2)
-        assert set(data) == {"products", "pagination", "filters"}
+        assert set(data) == {"products", "pagination", "filters", "cart_id"}
+        assert data["cart_id"] == (await Chat(client, "a").ok("view_cart"))["cart_id"]  # the conversation's cart
         assert set(data["products"][0]) == {"id", "name", "price", "category", "image", "url", "is_purchasable"}
         pagination = data["pagination"]
         assert pagination["pageSize"] == 2 and pagination["currentPage"] == 1 and not pagination["hasPrev"]
@@ -209,13 +210,18 @@ async def test_string_and_float_quantities_are_accepted(shop: Shop) -> None:
         assert (await chat.ok("update_cart_item", product_id=OATS, quantity=3.0))["item_count"] == 3
 
 
-async def test_fallback_session_is_shared_and_flagged(shop: Shop) -> None:
-    async with Client(create_server(shop)) as client:
+async def test_fallback_session_is_shared_and_flagged() -> None:
+    settings = Settings(session_fallback="default", _env_file=None)
+    carts = CartStore.connect(None)
+    async with Client(create_server(Shop(catalog=CATALOG, carts=carts, settings=settings))) as client:
         anonymous = Chat(client, None)
         cart = await anonymous.ok("add_to_cart", product_id=OATS)
         assert cart["session"] == {"id": "default", "source": "fallback", "shared": True}
+        assert cart["cart_id"].startswith("wc_r")  # the shared cart has a cart_id too
         debug = await anonymous.ok("debug_session")
         assert debug["shared_fallback_cart"] is True and debug["session_source"] == "fallback"
+        assert (await Chat(client, None).ok("view_cart"))["item_count"] == 1  # every id-less call shares it
+    await carts.aclose()
 
 
 async def test_reject_fallback_mode() -> None:
@@ -233,12 +239,13 @@ async def test_debug_session_counts_without_leaking(shop: Shop) -> None:
     async with Client(create_server(shop)) as client:
         await Chat(client, "secret-other-conversation").ok("add_to_cart", product_id=OATS)
         me = Chat(client, "me")
-        await me.ok("add_to_cart", product_id=TAHINI)
+        mine = await me.ok("add_to_cart", product_id=TAHINI)
         result = await me.call("debug_session")
         data = dict(result.structured_content)
         counted_at, ago = data.pop("counted_at"), data.pop("counted_seconds_ago")
         assert data == {
             "session_id": "me",
+            "cart_id": mine["cart_id"],
             "session_source": "sessionId",
             "items_in_cart": 1,
             "active_sessions": 2,
