@@ -1,12 +1,27 @@
 # One Weft worker host: `weft-mcp serve` with WEFT_WORKERS uvicorn worker processes.
-FROM python:3.11-slim
+# BASE_IMAGE: any Python 3.11+ with venv; python:3.11-slim, or the Debian-only one that
+# deploy/build-offline-images makes where no registry can be reached (compose passes it from .env).
+ARG BASE_IMAGE=python:3.11-slim
+FROM ${BASE_IMAGE}
 
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PATH=/opt/weft/bin:$PATH
 
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY service ./service
-RUN pip install . && useradd --system --uid 10001 --no-create-home weft
+# Dependencies come from PyPI, or only from deploy/wheels when it holds wheels (an offline host:
+# `deploy/build-offline-images --wheels`). Behind a TLS-intercepting proxy, pass the CA bundle as the
+# build secret `ca_bundle` (docs/deploying.md); it is mounted for this step only, never stored in the image.
+RUN --mount=type=secret,id=ca_bundle \
+    --mount=type=bind,source=deploy/wheels,target=/tmp/wheels \
+    set -e; \
+    if [ -s /run/secrets/ca_bundle ]; then export PIP_CERT=/run/secrets/ca_bundle; fi; \
+    if ls /tmp/wheels/*.whl >/dev/null 2>&1; then export PIP_NO_INDEX=1 PIP_FIND_LINKS=/tmp/wheels; fi; \
+    python3 -m venv /opt/weft; \
+    pip install -q .; \
+    rm -rf /app/build /app/*.egg-info; \
+    useradd --system --uid 10001 --no-create-home weft
 
 USER weft
 WORKDIR /home/weft

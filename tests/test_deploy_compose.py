@@ -6,6 +6,7 @@ No Docker engine runs here, so the containers themselves are not started; .ci/ru
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -59,3 +60,55 @@ def test_nginx_conf_passes_nginx_t() -> None:
     nginx = NginxProcess(upstreams=["127.0.0.1:9", "127.0.0.1:10"])
     result = subprocess.run(nginx.command("-t"), capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
+
+
+IMAGE_DEFAULTS = {
+    "BASE_IMAGE": "python:3.11-slim",
+    "REDIS_IMAGE": "redis:7.2-alpine",
+    "NGINX_IMAGE": "nginx:1.27-alpine",
+}
+
+
+def _config(env: dict[str, str], folder: Path) -> str:
+    """``docker-compose config`` with these variables and an empty env file (a developer's .env is not read)."""
+    clean = {k: v for k, v in os.environ.items() if k not in IMAGE_DEFAULTS}
+    (folder / "empty.env").write_text("")
+    result = subprocess.run(
+        ["docker-compose", "-f", "docker-compose.yml", "--env-file", str(folder / "empty.env"), "config"],
+        cwd=ROOT,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return result.stdout
+
+
+@pytest.mark.skipif(not shutil.which("docker-compose"), reason="docker-compose is not installed (.ci/run installs it)")
+def test_image_names_come_from_the_environment_with_the_public_images_as_defaults(tmp_path: Path) -> None:
+    defaults = _config({}, tmp_path)
+    assert f"BASE_IMAGE: {IMAGE_DEFAULTS['BASE_IMAGE']}" in defaults
+    assert f"image: {IMAGE_DEFAULTS['REDIS_IMAGE']}" in defaults
+    assert f"image: {IMAGE_DEFAULTS['NGINX_IMAGE']}" in defaults
+    chosen = {"BASE_IMAGE": "local/py:1", "REDIS_IMAGE": "local/redis:1", "NGINX_IMAGE": "local/nginx:1"}
+    config = _config(chosen, tmp_path)
+    assert "BASE_IMAGE: local/py:1" in config and "image: local/redis:1" in config and "image: local/nginx:1" in config
+    assert not any(image in config for image in IMAGE_DEFAULTS.values())
+
+
+def test_env_example_documents_each_image_with_its_default() -> None:
+    example = (ROOT / ".env.example").read_text()
+    for name, default in IMAGE_DEFAULTS.items():
+        assert re.search(rf"(?m)^{name}={re.escape(default)}$", example), name
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert f"ARG BASE_IMAGE={IMAGE_DEFAULTS['BASE_IMAGE']}\nFROM ${{BASE_IMAGE}}" in dockerfile
+
+
+def test_build_offline_images_says_how_to_use_it() -> None:
+    script = ROOT / "deploy" / "build-offline-images"
+    assert subprocess.run(["bash", "-n", str(script)], timeout=10).returncode == 0
+    usage = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=10)
+    assert usage.returncode == 0 and "--wheels" in usage.stdout and "CA_BUNDLE" in usage.stdout
+    wrong = subprocess.run([str(script), "--nope"], capture_output=True, text=True, timeout=10)
+    assert wrong.returncode == 2 and "unknown argument" in wrong.stderr
