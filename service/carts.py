@@ -42,6 +42,7 @@ from service.redis_clients import TEXT_REPLIES, close_client, open_client
 from service.storage_faults import Diagnosis, Fault, diagnose
 
 if TYPE_CHECKING:
+    from service.claim_limits import ClaimLimits
     from service.config import Settings
 
 logger = logging.getLogger(__name__)
@@ -327,7 +328,11 @@ return redis.call('GET', KEYS[1])
         max_quantity: int = 99,
         max_lines: int = 100,
         idempotency_ttl_seconds: int = 86400,
+        transfer_code_ttl_seconds: int = 600,
+        claim_limits: ClaimLimits | None = None,
     ) -> None:
+        from service.cart_transfers import CartTransfers  # it builds on this module's scripts and parsing
+
         self.client = client
         self.backend = backend
         self.key_prefix = key_prefix
@@ -344,6 +349,8 @@ return redis.call('GET', KEYS[1])
         self._inspect_key = client.register_script(self.INSPECT_SCRIPT)
         self._purge_if_idle = client.register_script(self.PURGE_IF_IDLE_SCRIPT)
         self.cart_counter = CartCounter(self.count_carts)
+        # Transfer codes and claims: keys of their own, never of the cart shape (service.cart_transfers).
+        self.transfers = CartTransfers(self, code_ttl_seconds=transfer_code_ttl_seconds, limits=claim_limits)
 
     @classmethod
     def connect(
