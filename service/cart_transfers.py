@@ -385,13 +385,16 @@ return 0
             pipe.get(self.code_key(hashed))
         replies = await _call(lambda: pipe.execute(raise_on_error=False), idempotent=True)
         _raise_errors(replies)
-        if replies[0] is not None:
+        if code is not None and source_key is None:
+            source_key = replies[5]
+        if replies[0] is not None:  # applied before; its outbox may be left if the claim stopped after APPLY
+            if source_key is not None and source_key != target_key:
+                await self.finish(source_key, claim_id, hashed)
             return await self._replayed(target_key, replies[0], fingerprint)
         if code is not None:
             refusal = self.limits.refusal(replies[1:5])
             if refusal is not None:
                 raise refusal
-            source_key = replies[5]
             if source_key is None:
                 return await self._failed(target_key, claim_id, fingerprint, caller)
             if source_key == target_key:
@@ -454,17 +457,17 @@ return 0
         status, report, flat = await _call(lambda: self._apply(keys=keys, args=args), idempotent=False)
         return str(status), str(report), list(flat)
 
-    async def finish(self, outbox: _Outbox, hashed: str) -> None:
-        """Step 4 (FINISH): the outbox goes if it is still this claim's; the code's mapping too (best effort:
-        the code is dead already, TAKE deleted the cart's share). One pipeline."""
-        outbox_key = self.outbox_key(outbox.source)
+    async def finish(self, source_key: str, claim_id: str, hashed: str) -> None:
+        """Step 4 (FINISH): the source's outbox goes if it is still this claim's; the code's mapping too (best
+        effort: the code is dead already, TAKE deleted the cart's share). One pipeline."""
+        outbox_key = self.outbox_key(source_key)
         pipe = self.client.pipeline(transaction=False)
-        pipe.execute_command("EVALSHA", self._finish.sha, 1, outbox_key, outbox.claim_id)
+        pipe.execute_command("EVALSHA", self._finish.sha, 1, outbox_key, claim_id)
         if hashed:
             pipe.delete(self.code_key(hashed))
         replies = await _call(lambda: pipe.execute(raise_on_error=False), idempotent=False)
         if isinstance(replies[0], NoScriptError):  # not loaded on that node yet: it did not run
-            await _call(lambda: self._finish(keys=[outbox_key], args=[outbox.claim_id]), idempotent=False)
+            await _call(lambda: self._finish(keys=[outbox_key], args=[claim_id]), idempotent=False)
         elif isinstance(replies[0], Exception):
             raise _storage_error(replies[0]) if isinstance(replies[0], RedisError) else replies[0]
         if hashed and isinstance(replies[-1], Exception):
@@ -472,7 +475,7 @@ return 0
 
     async def _complete(self, outbox: _Outbox, refresh: Refresh, hashed: str) -> Claimed:
         status, report, flat = await self.apply(outbox, refresh)
-        await self.finish(outbox, hashed)
+        await self.finish(outbox.source, outbox.claim_id, hashed)
         if status == "replayed":
             return _claimed(_parse_cart(flat), report, replayed=True, fingerprint=outbox.fingerprint)
         return _claimed(_parse_cart(flat), report, replayed=False)
