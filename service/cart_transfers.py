@@ -178,15 +178,21 @@ return {'ok', previous, touch(KEYS[1], ARGV[4], tonumber(ARGV[3]))}
 """
     )
 
-    # KEYS cart, outbox, share (the source's slot); ARGV claim id, target key, code hash ('' = by cart key),
-    # mode, now, fingerprint. An outbox already there comes back as it is ('pending': finish it first). Else,
-    # with a code, the share must hold its hash; then every line moves into the outbox with the claim's
-    # meta, and the cart and its code die. Reads come first: a key of another type fails before any write.
+    # KEYS cart, outbox, share, took marker idem:{source}:took-<T> (the source's slot); ARGV claim id, target key,
+    # code hash ('' = by cart key), mode, now, fingerprint, marker ttl. An outbox already there comes back as it
+    # is ('pending': finish it first). A claim that took from this cart before ('taken_before': the took marker
+    # names this target) takes nothing again: lines added since are not its own, and its APPLY, replayed, would
+    # let FINISH drop them. Else, with a code, the share must hold its hash; then every line moves into the
+    # outbox with the claim's meta, the cart and its code die, and the took marker is written; the code's hash
+    # comes back (third), so that FINISH drops its mapping too. Reads come first: a key of another type fails
+    # before any write.
     TAKE_SCRIPT = """
-local cart, outbox, share = KEYS[1], KEYS[2], KEYS[3]
+local cart, outbox, share, took = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local pending = redis.call('HGETALL', outbox)
-if #pending > 0 then return {'pending', pending} end
-if ARGV[3] ~= '' and redis.call('GET', share) ~= ARGV[3] then return {'bad_code', {}} end
+if #pending > 0 then return {'pending', pending, ''} end
+if redis.call('GET', took) == ARGV[2] then return {'taken_before', {}, ''} end
+local code = redis.call('GET', share) or ''
+if ARGV[3] ~= '' and code ~= ARGV[3] then return {'bad_code', {}, ''} end
 local fields = redis.call('HGETALL', cart)
 local moved = 0
 for i = 1, #fields, 2 do
@@ -196,9 +202,10 @@ for i = 1, #fields, 2 do
   end
 end
 redis.call('DEL', cart, share)
-if moved == 0 then return {'taken', {}} end
+redis.call('SET', took, ARGV[2], 'EX', ARGV[7])
+if moved == 0 then return {'taken', {}, code} end
 redis.call('HSET', outbox, '_to', ARGV[2], '_id', ARGV[1], '_mode', ARGV[4], '_at', ARGV[5], '_f', ARGV[6])
-return {'taken', redis.call('HGETALL', outbox)}
+return {'taken', redis.call('HGETALL', outbox), code}
 """
 
     # KEYS target cart, marker idem:{target}:claim-<T>; ARGV mode, max quantity, max lines, cart ttl, now,
@@ -287,6 +294,9 @@ return 0
 
     def marker_key(self, target_key: str, claim_id: str) -> str:
         return f"{self.key_prefix}:idem:{{{target_key}}}:claim-{claim_id}"
+
+    def took_key(self, source_key: str, claim_id: str) -> str:
+        return f"{self.key_prefix}:idem:{{{source_key}}}:took-{claim_id}"
 
     @property
     def sweep_lease_key(self) -> str:
@@ -403,20 +413,21 @@ return 0
 
         finished_ours: Claimed | None = None  # an earlier, stalled claim from this source into this target
         for _ in range(TAKE_ATTEMPTS):
-            status, flat = await self.take(source_key, target_key, claim_id, mode, hashed, fingerprint)
+            status, flat, shared = await self.take(source_key, target_key, claim_id, mode, hashed, fingerprint)
             if status == "bad_code":
                 if finished_ours is not None:  # a retry without the key of a claim that stalled: it is done now
                     return finished_ours
                 return await self._failed(target_key, claim_id, fingerprint, caller)
-            if status == "taken" and not flat:  # the source had no lines: the claim moves nothing, but it happened
-                return await self._complete(
-                    _Outbox(source_key, target_key, claim_id, mode, _now(), fingerprint, {}), refresh, hashed
-                )
+            if status == "taken_before" or (status == "taken" and not flat):
+                # Nothing to move: the source had no lines, or this claim took them before (a racer of a retry
+                # that finished meanwhile). APPLY with no lines answers the claim: replayed if it was applied.
+                empty = _Outbox(source_key, target_key, claim_id, mode, _now(), fingerprint, {})
+                return await self._complete(empty, refresh, shared, fresh=status == "taken")
             outbox = _Outbox.read(source_key, _pairs(flat))
             if outbox is None:
                 raise _damaged_outbox(self.outbox_key(source_key))
             if status == "taken":
-                return await self._complete(outbox, refresh, hashed)
+                return await self._complete(outbox, refresh, shared, fresh=True)
             if outbox.claim_id == claim_id and outbox.target == target_key:  # this claim, resumed
                 done = await self._complete(outbox, refresh, hashed)
                 if fingerprint and outbox.fingerprint and outbox.fingerprint != fingerprint:
@@ -429,12 +440,18 @@ return 0
 
     async def take(
         self, source_key: str, target_key: str, claim_id: str, mode: str, hashed: str, fingerprint: str
-    ) -> tuple[str, list[str]]:
-        """Step 1 (TAKE) on the source's slot: ``('taken'|'pending'|'bad_code', outbox fields)``."""
-        keys = [self.store.cart_key(source_key), self.outbox_key(source_key), self.share_key(source_key)]
-        args: list[Any] = [claim_id, target_key, hashed, mode, _now(), fingerprint]
-        status, flat = await _call(lambda: self._take(keys=keys, args=args), idempotent=False)
-        return str(status), list(flat)
+    ) -> tuple[str, list[str], str]:
+        """Step 1 (TAKE) on the source's slot: ``('taken'|'pending'|'taken_before'|'bad_code', outbox fields,
+        the hash of the code the cart had, now dead: '' if none or not taken)``."""
+        keys = [
+            self.store.cart_key(source_key),
+            self.outbox_key(source_key),
+            self.share_key(source_key),
+            self.took_key(source_key, claim_id),
+        ]
+        args: list[Any] = [claim_id, target_key, hashed, mode, _now(), fingerprint, CLAIM_MARKER_TTL_SECONDS]
+        status, flat, shared = await _call(lambda: self._take(keys=keys, args=args), idempotent=False)
+        return str(status), list(flat), str(shared)
 
     async def apply(self, outbox: _Outbox, refresh: Refresh) -> tuple[str, str, list[str]]:
         """Steps 2 and 3: refresh each line from the catalog, then APPLY on the target's slot (once per claim)."""
@@ -473,10 +490,12 @@ return 0
         if hashed and isinstance(replies[-1], Exception):
             logger.info("A used transfer code's mapping was not deleted (it expires by itself): %s", replies[-1])
 
-    async def _complete(self, outbox: _Outbox, refresh: Refresh, hashed: str) -> Claimed:
+    async def _complete(self, outbox: _Outbox, refresh: Refresh, hashed: str, *, fresh: bool = False) -> Claimed:
+        """APPLY and FINISH an outbox. ``fresh``: this call's own TAKE filled it, so this call is the claim's first,
+        even when another worker, finding the outbox pending, applied it first (APPLY then says replayed)."""
         status, report, flat = await self.apply(outbox, refresh)
         await self.finish(outbox.source, outbox.claim_id, hashed)
-        if status == "replayed":
+        if status == "replayed" and not fresh:
             return _claimed(_parse_cart(flat), report, replayed=True, fingerprint=outbox.fingerprint)
         return _claimed(_parse_cart(flat), report, replayed=False)
 

@@ -21,6 +21,7 @@ import pytest_asyncio
 
 from service.cart_transfers import (
     CLAIM_MARKER_TTL_SECONDS,
+    CartTransfers,
     ClaimConflict,
     Claimed,
     EmptyCartError,
@@ -172,9 +173,12 @@ async def test_claim_by_code_merges_caps_refreshes_and_empties_the_source(store:
     assert await held(store, target) == {"t:a": 5, "t:b": 2, "t:c": 1}
     keys = await every_key(store)
     marker = store.transfers.marker_key(target, claimed_id := _marker_id(keys, store, target))
-    assert set(keys) == {store.cart_key(target), marker}  # source, share, code and outbox all gone
+    took = store.transfers.took_key(source, claimed_id)
+    assert set(keys) == {store.cart_key(target), marker, took}  # source, share, code and outbox all gone
     assert json.loads(keys[marker]) == {"lines": 2, "capped": ["t:a"], "skipped": [], "f": ""}
-    assert CLAIM_MARKER_TTL_SECONDS - 10 <= await store.client.ttl(marker) <= CLAIM_MARKER_TTL_SECONDS
+    assert keys[took] == target  # the source's record that this claim took its lines (no lines, no ids)
+    for key in (marker, took):
+        assert CLAIM_MARKER_TTL_SECONDS - 10 <= await store.client.ttl(key) <= CLAIM_MARKER_TTL_SECONDS
     assert len(claimed_id) == 32
 
 
@@ -472,7 +476,8 @@ def test_weft_mcp_sessions_never_shows_transfer_keys(
 
     asyncio.run(prepare())
     transfer_keys = {key for key in store_keys if not key.startswith(f"{key_prefix}:cart:")}
-    assert len(transfer_keys) == 7, sorted(transfer_keys)  # share, code, outbox, marker, 2 counters, lease
+    # share, code, outbox, claim marker, 2 took markers, 2 counters, lease
+    assert len(transfer_keys) == 9, sorted(transfer_keys)
 
     def run(*args: str) -> Any:
         assert main(["sessions", *args, "--json"]) == 0
@@ -495,3 +500,32 @@ async def _keys_left(redis_url: str, key_prefix: str) -> set[str]:
     finally:
         await drop_keys(store)
         await store.aclose()
+
+
+class RacedBeforeTake(CartTransfers):
+    """Before its TAKE, another worker runs the whole claim (same id) and the source chat adds a line: the
+    window between this claim's replay check (step 0) and its TAKE, opened wide."""
+
+    rival: CartStore
+
+    async def take(self, source_key: str, target_key: str, claim_id: str, *args: Any) -> tuple[str, list[str], str]:
+        if not getattr(self, "raced", False):
+            self.raced = True
+            await claim(self.rival, target_key, source_key=source_key, claim_id=claim_id)
+            await fill(self.rival, source_key, {"t:d": 2})
+        return await super().take(source_key, target_key, claim_id, *args)
+
+
+async def test_a_racer_of_a_finished_claim_never_takes_the_sources_new_lines(make_store: Factory) -> None:
+    """Same claim id, by cart key: the racer that reaches TAKE after the claim finished must not move lines added
+    since under that id (APPLY would call them replayed and FINISH would drop them): it answers the claim."""
+    racer, rival = make_store(), make_store()
+    source, target = await apart(racer, "src", "dst")
+    await fill(racer, source, {"t:a": 1})
+    racing = RacedBeforeTake(racer)
+    racing.rival = rival
+    racer.transfers = racing
+    claimed = await claim(racer, target, source_key=source, claim_id=claim_id_for("one-claim"))
+    assert claimed.replayed and lines_of(claimed) == {"t:a": 1}
+    assert await held(racer, source) == {"t:d": 2}  # still in the source chat's cart
+    assert not await racer.client.exists(racer.transfers.outbox_key(source))

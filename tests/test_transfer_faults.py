@@ -201,7 +201,9 @@ async def test_the_same_claim_raced_by_tasks_applies_once(make_store: Factory) -
             for index in range(12)
         )
     )
-    assert [result.replayed for result in results].count(False) == 1
+    # "replayed" means "this call changed nothing": the call whose TAKE moved the lines says false, and so may
+    # one that found them pending and applied them first; the rest say true. The cart has them once.
+    assert 1 <= [result.replayed for result in results].count(False) <= 2
     assert all(result.lines == 2 for result in results)
     await assert_finished(stores[0], source, target)
 
@@ -304,7 +306,9 @@ async def test_the_same_claim_raced_from_processes_applies_once(real_store: Cart
     spec = spec_of(store, target=target, code=code, claim_id=new_claim_id())
     outcomes = race(spec, [{}] * 4)
     assert all(outcome.get("lines") == MERGED and outcome["count"] == 2 for outcome in outcomes), outcomes
-    assert [outcome["replayed"] for outcome in outcomes].count(False) == 1, outcomes
+    changed = [outcome["replayed"] for outcome in outcomes].count(False)
+    print(f"\n16 racers of one claim: {changed} changed something, {16 - changed} answered replayed")
+    assert 1 <= changed <= 2, outcomes
     await assert_finished(store, source, target)
 
 
@@ -354,7 +358,7 @@ class RedisDies(CartTransfers):
     step = ""
     server: RedisProcess
 
-    async def take(self, *args: Any, **kwargs: Any) -> tuple[str, list[str]]:
+    async def take(self, *args: Any, **kwargs: Any) -> tuple[str, list[str], str]:
         result = await super().take(*args, **kwargs)
         if self.step == "take":
             self.server.kill()
@@ -406,7 +410,7 @@ class PrimaryFreezes(CartTransfers):
     nodes: dict[str, RedisProcess]
     next_key: str = ""
 
-    async def take(self, *args: Any, **kwargs: Any) -> tuple[str, list[str]]:
+    async def take(self, *args: Any, **kwargs: Any) -> tuple[str, list[str], str]:
         result = await super().take(*args, **kwargs)
         if self.step == "take":
             await self._freeze()

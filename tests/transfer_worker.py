@@ -24,7 +24,7 @@ class StoppingTransfers(CartTransfers):
     stop_after: str = ""
     error: BaseException | None = None  # raised after the step instead of waiting (in-process tests)
 
-    async def take(self, *args: Any, **kwargs: Any) -> tuple[str, list[str]]:
+    async def take(self, *args: Any, **kwargs: Any) -> tuple[str, list[str], str]:
         result = await super().take(*args, **kwargs)
         await self._stop("take")
         return result
