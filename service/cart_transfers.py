@@ -40,6 +40,7 @@ from service.carts import (
     LAST_ACCESSED_FIELD,
     SCAN_COUNT,
     Cart,
+    CartStorageError,
     CartStore,
     _call,
     _parse_cart,
@@ -49,6 +50,7 @@ from service.carts import (
 )
 from service.claim_limits import ClaimLimits
 from service.product_ids import looks_like_product_id
+from service.storage_faults import Fault
 from service.transfer_codes import code_hash, display, new_code, normalize
 
 if TYPE_CHECKING:
@@ -125,6 +127,7 @@ class Claimed:
 class SweepReport:
     scanned: int = 0
     finished: int = 0
+    failed: int = 0  # outboxes whose finishing failed this time (Redis, a damaged target): the next sweep retries
     damaged: list[str] = field(default_factory=list)  # outbox keys without a readable claim (left for the operator)
 
 
@@ -543,7 +546,12 @@ return 0
                 continue
             if outbox.taken_at >= cutoff:
                 continue
-            await self._complete(outbox, refresh, "")
+            try:
+                await self._complete(outbox, refresh, "")
+            except CartStorageError as exc:  # one outbox's trouble (a damaged target cart) must not stop the sweep
+                report.failed += 1
+                logger.warning("A stalled cart transfer could not be finished now (%s): %s", exc.kind, key)
+                continue
             report.finished += 1
         if report.finished:
             logger.info("Finished %d stalled cart transfer(s)", report.finished)
@@ -583,9 +591,12 @@ def _raise_errors(replies: Iterable[Any]) -> None:
             raise reply
 
 
-def _damaged_outbox(key: str) -> TransferError:
+def _damaged_outbox(key: str) -> CartStorageError:
+    """An outbox without a readable claim (written by hand): the source's lines wait there for the operator."""
     logger.error("A transfer outbox is unreadable; the operator must look at it: %s", key)
-    return ClaimBusy()
+    return CartStorageError(
+        f"the transfer outbox {key} is unreadable (damaged)", maybe_applied=False, kind=Fault.DAMAGED
+    )
 
 
 def _refreshed(lines: dict[str, str], refresh: Refresh) -> tuple[list[tuple[str, int, str]], list[str]]:

@@ -30,9 +30,10 @@ from service.cart_transfers import (
     claim_id_for,
     new_claim_id,
 )
-from service.carts import CartStore
+from service.carts import CartStorageError, CartStore
 from service.claim_limits import ClaimLimits, ClaimRateLimited
 from service.cli import main
+from service.storage_faults import Fault
 from service.transfer_codes import CodeShapeError, normalize
 from tests.transfer_support import (
     CALLER,
@@ -529,3 +530,28 @@ async def test_a_racer_of_a_finished_claim_never_takes_the_sources_new_lines(mak
     assert claimed.replayed and lines_of(claimed) == {"t:a": 1}
     assert await held(racer, source) == {"t:d": 2}  # still in the source chat's cart
     assert not await racer.client.exists(racer.transfers.outbox_key(source))
+
+
+async def test_a_damaged_outbox_stops_claims_of_that_cart_and_keeps_its_lines(store: CartStore) -> None:
+    source, target = await apart(store, "src", "dst")
+    outbox = store.transfers.outbox_key(source)
+    await store.client.hset(outbox, mapping={"t:a": '{"q":1,"n":"x","p":"1.00"}', "_to": target})  # no _id
+    await fill(store, source, {"t:b": 1})
+    with pytest.raises(CartStorageError) as failed:
+        await claim(store, target, source_key=source)
+    assert failed.value.kind == Fault.DAMAGED and not failed.value.maybe_applied
+    assert await held(store, source) == {"t:b": 1} and await held(store, target) == {}
+    assert await store.client.hgetall(outbox) == {"t:a": '{"q":1,"n":"x","p":"1.00"}', "_to": target}
+
+
+async def test_the_sweep_goes_on_past_an_outbox_it_cannot_finish(store: CartStore) -> None:
+    """A stalled claim into a damaged target (not a hash) fails; the sweep finishes the others and reports it."""
+    await fill(store, "src-1", {"t:a": 1})
+    await fill(store, "src-2", {"t:b": 1})
+    await store.client.set(store.cart_key("broken"), "not a cart")
+    for source, target in (("src-1", "broken"), ("src-2", "fine")):
+        await store.transfers.take(source, target, new_claim_id(), "merge", "", "")
+    report = await store.transfers.finish_stalled(0, refresh=catalog(), now=int(time.time()) + 1)
+    assert (report.scanned, report.finished, report.failed) == (2, 1, 1)
+    assert await held(store, "fine") == {"t:b": 1}
+    assert await in_outbox(store, "src-1") == {"t:a": 1}  # kept for the operator, and for the next sweep
