@@ -18,6 +18,8 @@ from typing import Any
 import fakeredis
 import pytest
 import pytest_asyncio
+import redis.asyncio as redis_async
+from redis.asyncio.connection import Connection as RedisConnection
 
 from service.cart_transfers import (
     CLAIM_MARKER_TTL_SECONDS,
@@ -33,6 +35,7 @@ from service.cart_transfers import (
 from service.carts import CartStorageError, CartStore
 from service.claim_limits import ClaimLimits, ClaimRateLimited
 from service.cli import main
+from service.redis_clients import TEXT_REPLIES
 from service.storage_faults import Fault
 from service.transfer_codes import CodeShapeError, normalize
 from tests.transfer_support import (
@@ -555,3 +558,90 @@ async def test_the_sweep_goes_on_past_an_outbox_it_cannot_finish(store: CartStor
     assert (report.scanned, report.finished, report.failed) == (2, 1, 1)
     assert await held(store, "fine") == {"t:b": 1}
     assert await in_outbox(store, "src-1") == {"t:a": 1}  # kept for the operator, and for the next sweep
+
+
+class CountingConnection(RedisConnection):
+    """A connection that counts what it sends: one ``send_packed_command`` is one round trip (a pipeline too)."""
+
+    sent = 0
+
+    async def send_packed_command(self, *args: Any, **kwargs: Any) -> None:
+        CountingConnection.sent += 1
+        await super().send_packed_command(*args, **kwargs)
+
+
+@pytest.mark.redis
+async def test_round_trips_per_share_and_claim(redis_url: str, key_prefix: str) -> None:
+    """Share: 2. Claim: 4 (lookup, TAKE, APPLY, FINISH), by code or by cart key. A replay: 2 (lookup, view; 3
+    when the claim's outbox may be left, by cart key or with the code's mapping still there). A wrong code: 3."""
+    client = redis_async.Redis.from_url(redis_url, connection_class=CountingConnection, **TEXT_REPLIES)
+    store = CartStore(client, backend="redis", key_prefix=key_prefix, max_quantity=5, max_lines=3)
+    try:
+        await fill(store, "warm", {"t:a": 1})
+        await claim(store, "warm-2", code=(await store.transfers.share("warm", SECRET)).code)  # scripts loaded
+        await store.view("warm-2")
+
+        async def trips(operation: Any) -> int:
+            before = CountingConnection.sent
+            try:
+                await operation
+            except TransferCodeError:
+                pass
+            return CountingConnection.sent - before
+
+        await fill(store, "src", {"t:a": 1})
+        shared: list[Any] = []
+
+        async def share() -> None:
+            shared.append(await store.transfers.share("src", SECRET))
+
+        counted = {"share_cart": await trips(share())}
+        claim_id = new_claim_id()
+        counted["claim by code"] = await trips(claim(store, "dst", code=shared[0].code, claim_id=claim_id))
+        counted["claim replayed"] = await trips(claim(store, "dst", code=shared[0].code, claim_id=claim_id))
+        counted["claim, wrong code"] = await trips(claim(store, "dst", code="BBBB-BBBB"))
+        await fill(store, "src", {"t:b": 1})
+        by_cart = new_claim_id()
+        counted["claim by cart key"] = await trips(claim(store, "dst", source_key="src", claim_id=by_cart))
+        counted["claim by cart key, replayed"] = await trips(claim(store, "dst", source_key="src", claim_id=by_cart))
+        print(f"\nround trips: {counted}")
+        assert counted == {
+            "share_cart": 2,
+            "claim by code": 4,
+            "claim replayed": 2,
+            "claim, wrong code": 3,
+            "claim by cart key": 4,
+            "claim by cart key, replayed": 3,
+        }
+    finally:
+        await drop_keys(store)
+        await store.aclose()
+
+
+@pytest.mark.redis
+async def test_bytes_the_transfer_keys_add(redis_url: str, key_prefix: str) -> None:
+    """MEMORY USAGE of each transfer key of one cart (minted session keys of 34 characters)."""
+    store = connect("redis", key_prefix, redis_url=redis_url)
+    try:
+        source, target = "c-" + "a" * 32, "c-" + "b" * 32
+        await fill(store, source, {"t:a": 1, "t:b": 2})
+        await store.transfers.share(source, SECRET)
+        hashed = await store.client.get(store.transfers.share_key(source))
+        sizes = {
+            "share": await store.client.memory_usage(store.transfers.share_key(source)),
+            "code": await store.client.memory_usage(store.transfers.code_key(hashed)),
+        }
+        claim_id = new_claim_id()
+        await store.transfers.take(source, target, claim_id, "merge", "", "")
+        sizes["outbox (2 lines)"] = await store.client.memory_usage(store.transfers.outbox_key(source))
+        sizes["took marker"] = await store.client.memory_usage(store.transfers.took_key(source, claim_id))
+        await store.transfers.finish_stalled(0, refresh=catalog(), now=int(time.time()) + 1)
+        sizes["claim marker"] = await store.client.memory_usage(store.transfers.marker_key(target, claim_id))
+        with pytest.raises(TransferCodeError):
+            await claim(store, target, code="BBBB-BBBB")
+        sizes["failure counter"] = await store.client.memory_usage(store.transfers.limits.caller_key(CALLER))
+        print(f"\nbytes (MEMORY USAGE, prefix of {len(key_prefix)} characters): {sizes}")
+        assert all(0 < size < 400 for size in sizes.values()), sizes
+    finally:
+        await drop_keys(store)
+        await store.aclose()
