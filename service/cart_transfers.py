@@ -557,13 +557,20 @@ return 0
             logger.info("Finished %d stalled cart transfer(s)", report.finished)
         return report
 
-    async def sweep(self, *, refresh: Refresh, holder: str) -> SweepReport | None:
-        """The per-worker minute job: under the ``xfer-sweep`` lease (SET NX EX 60) one worker a minute
-        finishes outboxes older than ``STALLED_AFTER_SECONDS``; the others get None and do nothing."""
-        key = self.sweep_lease_key
-        if not await _call(lambda: self.client.set(key, holder, nx=True, ex=SWEEP_LEASE_SECONDS), idempotent=False):
+    async def sweep(
+        self,
+        *,
+        refresh: Refresh,
+        holder: str,
+        lease_seconds: float = SWEEP_LEASE_SECONDS,
+        stalled_after: int = STALLED_AFTER_SECONDS,
+    ) -> SweepReport | None:
+        """The per-worker minute job: under the ``xfer-sweep`` lease (SET NX, expiring after ``lease_seconds``)
+        one worker a minute finishes outboxes older than ``stalled_after``; the others get None, do nothing."""
+        key, lease_ms = self.sweep_lease_key, max(1, int(lease_seconds * 1000))
+        if not await _call(lambda: self.client.set(key, holder, nx=True, px=lease_ms), idempotent=False):
             return None
-        return await self.finish_stalled(STALLED_AFTER_SECONDS, refresh=refresh)
+        return await self.finish_stalled(stalled_after, refresh=refresh)
 
     async def _read_outbox(self, key: str) -> dict[str, str]:
         stored: dict[str, str] = await _call(lambda: self.client.hgetall(key), idempotent=True)
