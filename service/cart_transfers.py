@@ -212,8 +212,9 @@ return {'taken', redis.call('HGETALL', outbox), code}
 """
 
     # KEYS target cart, marker idem:{target}:claim-<T>; ARGV mode, max quantity, max lines, cart ttl, now,
-    # marker ttl, fingerprint, n, n skipped product ids, then (product id, quantity, value tail) per line.
-    # The marker makes it once per claim: present -> 'replayed' with the stored report and the cart as it is.
+    # marker ttl, fingerprint, source key, n, n skipped product ids, then (product id, quantity, value tail) per
+    # line. The marker makes it once per claim: present -> 'replayed' with the stored report and the cart as it
+    # is. The report names the source, so a replay can finish the source's outbox whatever else is gone.
     APPLY_SCRIPT = (
         CartStore._TOUCH
         + """
@@ -227,9 +228,9 @@ line_count(cart)  -- a target key of another type fails here, before any write
 local max_quantity, max_lines = tonumber(ARGV[2]), tonumber(ARGV[3])
 if ARGV[1] == 'replace' then redis.call('DEL', cart) end
 local capped, skipped, applied = {}, {}, 0
-local given = tonumber(ARGV[8])
-for i = 9, 8 + given do table.insert(skipped, ARGV[i]) end
-for i = 9 + given, #ARGV, 3 do
+local given = tonumber(ARGV[9])
+for i = 10, 9 + given do table.insert(skipped, ARGV[i]) end
+for i = 10 + given, #ARGV, 3 do
   local id, quantity, tail = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2]
   local current = redis.call('HGET', cart, id)
   if not current and line_count(cart) >= max_lines then
@@ -251,7 +252,7 @@ local function ids(list)
   return '[' .. table.concat(parts, ',') .. ']'
 end
 local report = '{"lines":' .. applied .. ',"capped":' .. ids(capped) .. ',"skipped":' .. ids(skipped)
-  .. ',"f":' .. cjson.encode(ARGV[7]) .. '}'
+  .. ',"f":' .. cjson.encode(ARGV[7]) .. ',"src":' .. cjson.encode(ARGV[8]) .. '}'
 redis.call('SET', marker, report, 'EX', ARGV[6])
 if line_count(cart) == 0 then
   redis.call('DEL', cart)
@@ -398,13 +399,11 @@ return 0
             pipe.get(self.code_key(hashed))
         replies = await _call(lambda: pipe.execute(raise_on_error=False), idempotent=True)
         _raise_errors(replies)
-        if code is not None and source_key is None:
-            source_key = replies[5]
-        if replies[0] is not None:  # applied before; its outbox may be left if the claim stopped after APPLY
-            if source_key is not None and source_key != target_key:
-                await self.finish(source_key, claim_id, hashed)
-            return await self._replayed(target_key, replies[0], fingerprint)
+        if replies[0] is not None:
+            return await self._replayed(target_key, claim_id, replies[0], fingerprint, hashed)
         if code is not None:
+            source_key = replies[5]
+        if code is not None:  # (the limits are read only now: a replay is no guess)
             refusal = self.limits.refusal(replies[1:5])
             if refusal is not None:
                 raise refusal
@@ -469,6 +468,7 @@ return 0
             _now(),
             CLAIM_MARKER_TTL_SECONDS,
             outbox.fingerprint,
+            outbox.source,
             len(skipped),
             *skipped,
         ]
@@ -502,8 +502,14 @@ return 0
             return _claimed(_parse_cart(flat), report, replayed=True, fingerprint=outbox.fingerprint)
         return _claimed(_parse_cart(flat), report, replayed=False)
 
-    async def _replayed(self, target_key: str, report: str, fingerprint: str) -> Claimed:
-        """The claim was applied before: the target as it is now, with the stored report."""
+    async def _replayed(
+        self, target_key: str, claim_id: str, report: str, fingerprint: str, hashed: str = ""
+    ) -> Claimed:
+        """The claim was applied before: the target as it is now, with the stored report. Its outbox may still be
+        there (the claim stopped after APPLY): FINISH it first, from the source the report names."""
+        source = json.loads(report).get("src")
+        if isinstance(source, str) and source and source != target_key:
+            await self.finish(source, claim_id, hashed)
         cart = await self.store.view(target_key)
         return _claimed(cart, report, replayed=True, fingerprint=fingerprint)
 
@@ -513,7 +519,7 @@ return 0
         marker = self.marker_key(target_key, claim_id)
         report = await _call(lambda: self.client.get(marker), idempotent=True)
         if report is not None:
-            return await self._replayed(target_key, report, fingerprint)
+            return await self._replayed(target_key, claim_id, report, fingerprint)
         pipe = self.client.pipeline(transaction=False)
         self.limits.queue_failure(pipe, caller)
         try:

@@ -179,7 +179,7 @@ async def test_claim_by_code_merges_caps_refreshes_and_empties_the_source(store:
     marker = store.transfers.marker_key(target, claimed_id := _marker_id(keys, store, target))
     took = store.transfers.took_key(source, claimed_id)
     assert set(keys) == {store.cart_key(target), marker, took}  # source, share, code and outbox all gone
-    assert json.loads(keys[marker]) == {"lines": 2, "capped": ["t:a"], "skipped": [], "f": ""}
+    assert json.loads(keys[marker]) == {"lines": 2, "capped": ["t:a"], "skipped": [], "f": "", "src": source}
     assert keys[took] == target  # the source's record that this claim took its lines (no lines, no ids)
     for key in (marker, took):
         assert CLAIM_MARKER_TTL_SECONDS - 10 <= await store.client.ttl(key) <= CLAIM_MARKER_TTL_SECONDS
@@ -572,8 +572,8 @@ class CountingConnection(RedisConnection):
 
 @pytest.mark.redis
 async def test_round_trips_per_share_and_claim(redis_url: str, key_prefix: str) -> None:
-    """Share: 2. Claim: 4 (lookup, TAKE, APPLY, FINISH), by code or by cart key. A replay: 2 (lookup, view; 3
-    when the claim's outbox may be left, by cart key or with the code's mapping still there). A wrong code: 3."""
+    """Share: 2. Claim: 4 (lookup, TAKE, APPLY, FINISH), by code or by cart key. A replay: 3 (lookup, FINISH of
+    an outbox a stopped claim may have left, view). A wrong code: 3 (lookup, replay check, count)."""
     client = redis_async.Redis.from_url(redis_url, connection_class=CountingConnection, **TEXT_REPLIES)
     store = CartStore(client, backend="redis", key_prefix=key_prefix, max_quantity=5, max_lines=3)
     try:
@@ -608,7 +608,7 @@ async def test_round_trips_per_share_and_claim(redis_url: str, key_prefix: str) 
         assert counted == {
             "share_cart": 2,
             "claim by code": 4,
-            "claim replayed": 2,
+            "claim replayed": 3,
             "claim, wrong code": 3,
             "claim by cart key": 4,
             "claim by cart key, replayed": 3,

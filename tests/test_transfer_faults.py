@@ -474,3 +474,91 @@ async def wait_for_cluster(cluster: RedisCluster, timeout: float = 15.0) -> None
     while not all(cluster._state_ok(node) for node in cluster.nodes):
         assert time.monotonic() < deadline, "the cluster did not recover"
         await asyncio.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def aof_cluster() -> Iterator[RedisCluster]:
+    """A 3-primary cluster of its own whose primaries write every change to their AOF (appendfsync always), so
+    one can be SIGKILLed and restarted with its data, as a crash of a persistent primary."""
+    require_redis_server("for a Redis Cluster")
+    cluster = RedisCluster(size=3).start()
+    try:
+        for node in cluster.nodes:
+            with node.client() as client:
+                client.config_set("appendfsync", "always")
+                client.config_set("appendonly", "yes")
+                deadline = time.monotonic() + 10
+                while (
+                    client.info("persistence")["aof_rewrite_in_progress"]
+                    or not client.info("persistence")["aof_enabled"]
+                ):
+                    assert time.monotonic() < deadline, "AOF did not start"
+                    time.sleep(0.05)
+            node.extra_args = (*node.extra_args, *AOF_ARGS)
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+class PrimaryDies(CartTransfers):
+    """After ``step``, the primary the next step needs is SIGKILLed."""
+
+    step = ""
+    killed: RedisProcess | None = None
+    nodes: dict[str, RedisProcess]
+    next_key: str = ""
+
+    async def take(self, *args: Any, **kwargs: Any) -> tuple[str, list[str], str]:
+        result = await super().take(*args, **kwargs)
+        if self.step == "take":
+            await self._kill()
+        return result
+
+    async def apply(self, *args: Any, **kwargs: Any) -> tuple[str, str, list[str]]:
+        result = await super().apply(*args, **kwargs)
+        if self.step == "apply":
+            await self._kill()
+        return result
+
+    async def _kill(self) -> None:
+        self.killed = self.nodes[await primary_of(self.store, self.next_key)]
+        self.killed.kill()
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("step", ["take", "apply"])
+async def test_a_cluster_primary_killed_between_steps_and_restarted(
+    aof_cluster: RedisCluster, key_prefix: str, step: str
+) -> None:
+    store = connect("cluster", key_prefix, cluster=aof_cluster)
+    dying = PrimaryDies(store)
+    try:
+        source, target, code = await prepared(store)
+        dying.step = step
+        dying.nodes = {f"127.0.0.1:{node.port}": node for node in aof_cluster.nodes}
+        dying.next_key = store.cart_key(target if step == "take" else source)
+        store.transfers = dying
+        claim_id = new_claim_id()
+        with pytest.raises(CartStorageError):
+            await store.transfers.claim(
+                target, secret=SECRET, code=code, mode="merge", claim_id=claim_id, refresh=catalog(), caller=CALLER
+            )
+        killed = dying.killed
+        assert killed is not None
+        index = aof_cluster.nodes.index(killed)
+        restarted = RedisProcess(port=killed.port, extra_args=killed.extra_args, workdir=killed.workdir).start()
+        aof_cluster.nodes[index] = restarted  # the fixture stops it
+        await wait_for_cluster(aof_cluster)
+        assert await units(store, source, target) == TOTAL
+        retried = CartTransfers(store)
+        claimed = await retried.claim(
+            target, secret=SECRET, code=code, mode="merge", claim_id=claim_id, refresh=catalog(), caller=CALLER
+        )
+        assert {line.product_id: line.quantity for line in claimed.cart.lines} == MERGED
+        assert claimed.replayed == (step == "apply")
+        print(f"\nprimary {killed.port} SIGKILLed after {step.upper()}, restarted from its AOF: the retry finished it")
+        store.transfers = retried
+        await assert_finished(store, source, target)
+    finally:
+        await drop_keys(store)
+        await store.aclose()

@@ -69,6 +69,8 @@ async def test_one_sweep_per_lease_period_whatever_the_number_of_workers() -> No
                     )
                 )
     print(f"\n4 workers, {duration} s, lease {interval} s: {attempts} attempts, {swept} sweeps")
+    for store in workers:
+        await store.aclose()
     assert attempts >= 12  # every worker kept trying
     assert swept <= duration / interval + 1  # but one sweep per lease period
 
