@@ -7,7 +7,10 @@ the cart shape ``<prefix>:cart:{*``, so the operator's sweeps never see them as 
 - ``code:{<hash>}``: the code's hash -> the cart's session key (same TTL), how a claim finds the cart;
 - ``xfer:{<sk>}``: the outbox of a claim in flight from this cart (its lines, ``_to``, ``_id``, ``_mode``,
   ``_at`` and ``_f``, the claim's fingerprint); no TTL: a claim, its retry or the sweep finishes it;
-- ``idem:{<target sk>}:claim-<T>``: claim T was applied to the target (its JSON report; 30 days);
+- ``idem:{<target sk>}:claim-<T>``: claim T was applied to the target (its JSON report, naming the source;
+  30 days);
+- ``idem:{<source sk>}:took-<T>``: claim T took this cart's lines (the target's key; 30 days), so a racer of
+  a finished retry never takes lines added since under the same id;
 - ``xfer-sweep``: the lease under which one worker a minute finishes stalled outboxes;
 - the failed-claim counters (``service.claim_limits``).
 
@@ -401,9 +404,8 @@ return 0
         _raise_errors(replies)
         if replies[0] is not None:
             return await self._replayed(target_key, claim_id, replies[0], fingerprint, hashed)
-        if code is not None:
+        if code is not None:  # the limits count only now: a replay is no guess
             source_key = replies[5]
-        if code is not None:  # (the limits are read only now: a replay is no guess)
             refusal = self.limits.refusal(replies[1:5])
             if refusal is not None:
                 raise refusal
