@@ -24,8 +24,8 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from harness.processes import ServeProcess
 from service.cart_transfers import EmptyCartError, SelfClaimError, TransferCodeError, new_claim_id
 from service.carts import CartRejected, CartStore
-from service.idempotency import keyed_change
 from service.claim_limits import ClaimLimits
+from service.idempotency import keyed_change
 from tests.jsonrpc import JSON_HEADERS, add_calls, tool_call_message
 
 MAX_QUANTITY = 5
