@@ -35,6 +35,7 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 from service.cart_count import CartCount, CartCounter
 from service.cart_reports import CartDetail, CartListing, CartSummary, CountReport, DamageReport, KeyState, PurgeReport
 from service.catalog_text import clean_text
+from service.claim_limits import ClaimLimits
 from service.idempotency import IdempotentChange
 from service.metrics import REDIS_ERRORS, note_storage_condition
 from service.product_ids import looks_like_product_id
@@ -42,7 +43,6 @@ from service.redis_clients import TEXT_REPLIES, close_client, open_client
 from service.storage_faults import Diagnosis, Fault, diagnose
 
 if TYPE_CHECKING:
-    from service.claim_limits import ClaimLimits
     from service.config import Settings
 
 logger = logging.getLogger(__name__)
@@ -394,6 +394,13 @@ return redis.call('GET', KEYS[1])
             max_quantity=settings.max_quantity,
             max_lines=settings.max_cart_lines,
             idempotency_ttl_seconds=settings.idempotency_ttl_seconds,
+            transfer_code_ttl_seconds=settings.transfer_code_ttl_seconds,
+            claim_limits=ClaimLimits(
+                settings.key_prefix,
+                per_caller=settings.claim_failures_per_caller,
+                total=settings.claim_failures_total,
+                window_seconds=settings.claim_failure_window_seconds,
+            ),
         )
 
     def cart_key(self, session_key: str) -> str:
