@@ -28,10 +28,12 @@ def worker_name() -> str:
 
 
 async def sweep_forever(
-    transfers: CartTransfers, refresh: Refresh, *, interval: float = SWEEP_INTERVAL_SECONDS, holder: str | None = None
+    transfers: CartTransfers, refresh: Refresh, *, interval: float | None = None, holder: str | None = None
 ) -> None:
-    """Try the sweep every ``interval`` seconds (the first after a random part of it, so workers started
-    together do not all ask at once) until cancelled. A failure is logged and the next minute tries again."""
+    """Try the sweep every ``interval`` seconds (``SWEEP_INTERVAL_SECONDS``; the first after a random part of
+    it, so workers started together do not all ask at once) until cancelled. A failure is logged and the next
+    minute tries again."""
+    interval = SWEEP_INTERVAL_SECONDS if interval is None else interval
     holder = holder or worker_name()
     await anyio.sleep(random.uniform(0, interval))
     while True:
