@@ -35,6 +35,8 @@ TOOL_NAMES = {
     "remove_from_cart",
     "view_cart",
     "clear_cart",
+    "share_cart",
+    "claim_cart",
     "debug_session",
 }
 HASHED_KEY = re.compile(r"^(?P<prefix>.+):cart:\{h-[0-9a-f]{32}\}$")
