@@ -5,6 +5,8 @@ on the embedded store and a real Redis; a claim across two servers on a real Red
 from __future__ import annotations
 
 import asyncio
+import logging
+import sys
 import time
 from collections.abc import Iterator
 from decimal import Decimal
@@ -190,6 +192,10 @@ def test_a_worker_finishes_a_stalled_claim_within_its_sweep(
 
     monkeypatch.setattr(sweep, "SWEEP_INTERVAL_SECONDS", 0.2)
     prefix = new_prefix()
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", list(root.handlers))  # create_app configures logging: put it back after
+    monkeypatch.setattr(root, "level", root.level)
+    monkeypatch.setattr(sys, "setswitchinterval", lambda interval: None)
 
     async def run() -> dict[str, int]:
         store = CartStore.connect(redis_url, key_prefix=prefix)
