@@ -90,7 +90,7 @@ def cart_quantities(cart: Mapping[str, Any]) -> dict[str, int]:
 
 def keys_under(client: redis.Redis, prefix: str) -> set[str]:
     """Every key under the prefix but the generated server secret (written once at start, by no call)."""
-    return set(client.scan_iter(match=f"{prefix}:*", count=1000)) - {f"{prefix}:secret"}
+    return set(client.scan_iter(match=f"{prefix}:*", count=1000)) - {f"{prefix}:secret", f"{prefix}:xfer-sweep"}
 
 
 # ---------------------------------------------------------------- fixtures

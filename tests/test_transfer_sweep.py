@@ -9,6 +9,7 @@ import anyio
 import fakeredis
 
 from service.cart_transfers import new_claim_id
+from service.carts import CartStore
 from service.transfer_sweep import sweep_forever, worker_name
 from tests.transfer_support import catalog, connect, fill, held, in_outbox
 
@@ -95,3 +96,17 @@ async def test_the_job_outlives_a_failing_store() -> None:
 def test_the_lease_holder_names_host_and_process() -> None:
     host, pid = worker_name().rsplit(":", 1)
     assert host and int(pid) > 0
+
+
+async def test_a_sweep_that_cannot_reach_redis_leaves_the_storage_condition_alone() -> None:
+    """The job is no tool call: its failure must not flip what /readyz and /metrics report."""
+    from harness.processes import free_port
+    from service.metrics import STORAGE_CONDITION, note_storage_condition
+
+    store = CartStore.connect(f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there
+    note_storage_condition("ok")
+    try:
+        assert await store.transfers.sweep(refresh=catalog(), holder="w1") is None
+        assert STORAGE_CONDITION.labels("ok")._value.get() == 1
+    finally:
+        await store.aclose()
