@@ -10,11 +10,14 @@ from mcp_types import CallToolResult, TextContent
 from service.arguments import ArgumentError
 from service.cart_count import CartCount
 from service.cart_ids import CartIdError
+from service.cart_transfers import Claimed, Share, TransferError
 from service.carts import Cart, CartRejected, CartStorageError
 from service.catalog import DEFAULT_CURRENCY, Catalog, Product, SearchPage, SearchRefused
+from service.claim_limits import ClaimRateLimited
 from service.idempotency import CONFLICT
 from service.sessions import CART_ID_SOURCE, NONE_SOURCE, Session, SessionError
 from service.storage_faults import Fault
+from service.transfer_codes import CodeShapeError
 
 STORAGE_UNAVAILABLE = "Cart storage unavailable, retry in a moment."
 STORAGE_UNAVAILABLE_NOT_SAVED = "Cart storage unavailable, so nothing was saved; retry in a moment."
@@ -47,7 +50,17 @@ STORAGE_FAULT_TEXTS = {
 
 # Every failure a tool answers instead of raising: each is one sentence for the client, and none changed anything
 # (except a timed-out add, which ``storage_error_text`` says may have been saved).
-TOOL_ERRORS = (ArgumentError, SessionError, CartIdError, SearchRefused, CartRejected, CartStorageError)
+TOOL_ERRORS = (
+    ArgumentError,
+    SessionError,
+    CartIdError,
+    SearchRefused,
+    CartRejected,
+    CartStorageError,
+    CodeShapeError,
+    TransferError,
+    ClaimRateLimited,
+)
 
 
 def error_answer(exc: Exception, *, max_quantity: int, retry_safe: bool) -> CallToolResult:
@@ -129,9 +142,47 @@ def cart_answer(session: Session, cart: Cart, catalog: Catalog, headline: str) -
     with the cart_id to pass on when the caller did not send it."""
     payload = cart_payload(session, cart, catalog)
     text = cart_text(payload, REPLAYED if cart.replayed else headline)
+    return text_result(text + cart_id_line(session), payload)
+
+
+def cart_id_line(session: Session) -> str:
+    """The line that ends an answer naming a cart the caller did not name by cart_id: the id to pass on."""
     if session.cart_id is not None and session.source != CART_ID_SOURCE:
-        text += f"\ncart_id: {session.cart_id} (pass it as cart_id in later calls)"
-    return text_result(text, payload)
+        return f"\ncart_id: {session.cart_id} (pass it as cart_id in later calls)"
+    return ""
+
+
+def share_answer(session: Session, shared: Share, code_ttl_seconds: int) -> CallToolResult:
+    """``{"code", "expires_at", "cart_id", "item_count"}``, and what the code lets its holder do."""
+    minutes = max(1, round(code_ttl_seconds / 60))
+    item_count = sum(line.quantity for line in shared.cart.lines)
+    payload = {
+        "code": shared.code,
+        "expires_at": shared.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "cart_id": session.cart_id,
+        "item_count": item_count,
+    }
+    text = (
+        f"Transfer code: {shared.code} (valid until {payload['expires_at']}). Whoever has this code can move this "
+        f"cart's {item_count} item(s) into their own cart with claim_cart, within {minutes} minutes, once; "
+        "sharing again replaces it."
+    )
+    return text_result(text + cart_id_line(session), payload)
+
+
+def claim_answer(session: Session, claimed: Claimed, catalog: Catalog) -> CallToolResult:
+    """The target cart, as every cart answer, plus ``"claimed": {"lines", "capped", "skipped"}``."""
+    payload = cart_payload(session, claimed.cart, catalog)
+    payload["claimed"] = {"lines": claimed.lines, "capped": list(claimed.capped), "skipped": list(claimed.skipped)}
+    if claimed.replayed:
+        payload["replayed"] = True
+    headline = f"Claimed {claimed.lines} line(s) into this cart."
+    if claimed.capped:
+        headline += f" Capped at the most a line holds: {', '.join(claimed.capped)}."
+    if claimed.skipped:
+        headline += f" Left out (no longer sold, no price, or no room): {', '.join(claimed.skipped)}."
+    text = cart_text(payload, REPLAYED if claimed.replayed else headline)
+    return text_result(text + cart_id_line(session), payload)
 
 
 def damaged_lines_text(count: int) -> str:

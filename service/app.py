@@ -12,6 +12,7 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -31,6 +32,7 @@ from service.readiness import storage_readiness
 from service.reloading import on_sighup
 from service.shutdown import Drain
 from service.tools import Shop, create_server
+from service.transfer_sweep import sweep_forever
 
 logger = logging.getLogger(__name__)
 
@@ -135,7 +137,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
             except CartStorageError:
                 logger.warning("Cart storage (%s) is not answering yet; /readyz says 503 until it does", carts.backend)
             try:
-                yield
+                async with anyio.create_task_group() as background:
+                    # One worker a minute (a lease in Redis) finishes transfers a dead worker or Redis left midway.
+                    background.start_soon(sweep_forever, carts.transfers, shop.current_line)
+                    try:
+                        yield
+                    finally:
+                        background.cancel_scope.cancel()
             finally:
                 restore_sighup()
                 restore_sigterm()

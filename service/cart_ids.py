@@ -63,6 +63,12 @@ class CartIds:
         self._secret = secret
         self._all = (secret, *previous)
 
+    @property
+    def secret(self) -> bytes:
+        """The current secret: transfer codes are hashed with it (never with a previous one: a code lasts
+        minutes, so a rotation simply ends the live ones)."""
+        return self._secret
+
     def _mac(self, secret: bytes, kind: str, body: str, owner_tag: str) -> str:
         message = DOMAIN + f"{kind}\0{body}\0{owner_tag}".encode("ascii")
         return _b64(hmac.new(secret, message, hashlib.sha256).digest()[:MAC_BYTES])

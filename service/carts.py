@@ -35,6 +35,7 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 from service.cart_count import CartCount, CartCounter
 from service.cart_reports import CartDetail, CartListing, CartSummary, CountReport, DamageReport, KeyState, PurgeReport
 from service.catalog_text import clean_text
+from service.claim_limits import ClaimLimits
 from service.idempotency import IdempotentChange
 from service.metrics import REDIS_ERRORS, note_storage_condition
 from service.product_ids import looks_like_product_id
@@ -327,7 +328,11 @@ return redis.call('GET', KEYS[1])
         max_quantity: int = 99,
         max_lines: int = 100,
         idempotency_ttl_seconds: int = 86400,
+        transfer_code_ttl_seconds: int = 600,
+        claim_limits: ClaimLimits | None = None,
     ) -> None:
+        from service.cart_transfers import CartTransfers  # it builds on this module's scripts and parsing
+
         self.client = client
         self.backend = backend
         self.key_prefix = key_prefix
@@ -344,6 +349,8 @@ return redis.call('GET', KEYS[1])
         self._inspect_key = client.register_script(self.INSPECT_SCRIPT)
         self._purge_if_idle = client.register_script(self.PURGE_IF_IDLE_SCRIPT)
         self.cart_counter = CartCounter(self.count_carts)
+        # Transfer codes and claims: keys of their own, never of the cart shape (service.cart_transfers).
+        self.transfers = CartTransfers(self, code_ttl_seconds=transfer_code_ttl_seconds, limits=claim_limits)
 
     @classmethod
     def connect(
@@ -387,6 +394,13 @@ return redis.call('GET', KEYS[1])
             max_quantity=settings.max_quantity,
             max_lines=settings.max_cart_lines,
             idempotency_ttl_seconds=settings.idempotency_ttl_seconds,
+            transfer_code_ttl_seconds=settings.transfer_code_ttl_seconds,
+            claim_limits=ClaimLimits(
+                settings.key_prefix,
+                per_caller=settings.claim_failures_per_caller,
+                total=settings.claim_failures_total,
+                window_seconds=settings.claim_failure_window_seconds,
+            ),
         )
 
     def cart_key(self, session_key: str) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, Concatenate, ParamSpec
 
 import anyio
@@ -20,26 +21,38 @@ from mcp_types import CallToolResult
 from service.answers import (
     TOOL_ERRORS,
     cart_answer,
+    claim_answer,
     debug_answer,
     error_answer,
     error_result,
     search_answer,
+    share_answer,
     storage_error_text,
     stores_answer,
 )
 from service.arguments import MAX_PAGE, MAX_PAGE_SIZE, ArgumentError, product_id_text, short_text, whole_number
 from service.auth import caller_subject
 from service.cart_ids import subject_tag
+from service.cart_transfers import MODES, EmptyCartError, SelfClaimError, new_claim_id
 from service.carts import EMPTY_CART, CartRejected, CartStorageError, CartStore
 from service.catalog import Catalog, Product, SearchPage
 from service.config import Settings
 from service.idempotency import idempotency_key, keyed_change
 from service.server_secret import ServerSecret
 from service.sessions import Session, calling_session, conversation_cart_id
+from service.transfer_codes import code_hash, normalize
 
 SEARCH_THREADS = 1  # searches run at once per worker, each in a thread: the event loop never waits for one
 
 P = ParamSpec("P")
+
+
+def client_address(http_request: Any) -> str:
+    """The caller's address as this worker sees it (uvicorn applies WEFT_TRUSTED_PROXIES' X-Forwarded-For)."""
+    client = getattr(http_request, "client", None)
+    return str(client.host) if client is not None and client.host else "unknown"
+
+
 ToolMethod = Callable[Concatenate["Shop", P], Awaitable[CallToolResult]]
 
 
@@ -164,6 +177,66 @@ class Shop:
             return cart_answer(session, EMPTY_CART, self.catalog, "Cart cleared.")
         change = keyed_change(key, "clear_cart", {"cart": session.key})
         return cart_answer(session, await self.carts.clear(session.key, change=change), self.catalog, "Cart cleared.")
+
+    @answering()
+    async def share_cart(self, ctx: Context, cart_id: Any = None) -> CallToolResult:
+        """A transfer code for the cart (an idempotency key is ignored: each share is a new code)."""
+        session = await self.session_of(ctx, cart_id)
+        if session.key is None:  # fallback mint, nothing named: an empty cart
+            raise EmptyCartError()
+        secret = (await self.secret.cart_ids()).secret
+        shared = await self.carts.transfers.share(session.key, secret)
+        return share_answer(session, shared, self.carts.transfers.code_ttl_seconds)
+
+    @answering()  # retrying is safe: a claim is applied once, and a retry finishes one that stopped midway
+    async def claim_cart(
+        self, ctx: Context, code: Any = None, from_cart_id: Any = None, mode: Any = "merge", cart_id: Any = None
+    ) -> CallToolResult:
+        """Move another cart's lines (named by its transfer code or its cart_id) into this one: every argument
+        is checked before anything is read or written, each failure one sentence."""
+        key = idempotency_key(ctx.request_context.meta)
+        if mode is None:
+            mode = "merge"
+        if mode not in MODES:
+            raise ArgumentError('mode must be "merge" (add to this cart\'s lines) or "replace" (drop them first).')
+        if (code is None) == (from_cart_id is None):
+            raise ArgumentError(
+                "Send either code (the transfer code from share_cart) or from_cart_id (another cart's cart_id), "
+                "not both and not neither."
+            )
+        request = ctx.request_context
+        subject = caller_subject(request.request)
+        cart_ids = await self.secret.cart_ids()
+        hashed, source_key = "", None
+        if code is not None:
+            hashed = code_hash(cart_ids.secret, normalize(code))  # the shape, before Redis
+        else:
+            source_key = cart_ids.open(from_cart_id, None if subject is None else subject_tag(subject))
+        session = await self.session_of(ctx, cart_id, mints=True)
+        assert session.key is not None  # claiming mints a cart when none is named
+        if source_key == session.key:
+            raise SelfClaimError()
+        arguments = {"cart": session.key, "code": hashed, "from": source_key, "mode": mode}  # a code only hashed
+        change = keyed_change(key, "claim_cart", arguments)
+        claimed = await self.carts.transfers.claim(
+            session.key,
+            secret=cart_ids.secret,
+            code=None if code is None else normalize(code),
+            source_key=source_key,
+            mode=mode,
+            claim_id=change.digest if change else new_claim_id(),
+            fingerprint=change.fingerprint if change else "",
+            refresh=self.current_line,
+            caller=f"subject:{subject}" if subject is not None else f"address:{client_address(request.request)}",
+        )
+        return claim_answer(session, claimed, self.catalog)
+
+    def current_line(self, product_id: str) -> tuple[str, Decimal] | None:
+        """A claimed line's name and price now (the catalog's), or None when it cannot be bought now."""
+        product = self.catalog.product(product_id)
+        if product is None or not product.is_purchasable or product.price is None:
+            return None
+        return product.name, product.price
 
     @answering()
     async def debug_session(self, ctx: Context, cart_id: Any = None) -> CallToolResult:

@@ -1,4 +1,4 @@
-"""The eight MCP tools of DESIGN.md, declared: name, description, annotations and argument schemas.
+"""The ten MCP tools of DESIGN.md, declared: name, description, annotations and argument schemas.
 
 What each tool does is a ``Shop`` method (``service.shop``); a declaration here only passes its
 arguments on. Arguments are declared with exact JSON schemas but accept any JSON value: the Shop
@@ -15,9 +15,11 @@ from service import __version__
 from service.arguments import MAX_PAGE_SIZE, MAX_QUERY_LENGTH
 from service.auth import AuthSetup
 from service.cart_ids import MAX_CART_ID_LENGTH
+from service.cart_transfers import MODES
 from service.metrics import ToolMetrics
 from service.protocol_errors import PlainMethodErrors, PlainToolErrors
 from service.shop import Shop
+from service.transfer_codes import MAX_INPUT_LENGTH
 
 __all__ = ["Shop", "create_server"]
 
@@ -25,7 +27,8 @@ INSTRUCTIONS = (
     "A shop: search_products finds products, add_to_cart and the other cart tools keep a cart. Every cart "
     "answer carries a cart_id: pass it as the cart_id argument of every later cart call and search, so the "
     "same cart is used from any chat, device or widget. Send the conversation id in _meta (sessionId) where "
-    'you can. To retry a change safely, send the same _meta "idempotency-key" with it.'
+    'you can. To retry a change safely, send the same _meta "idempotency-key" with it. To continue in another '
+    "chat, share_cart gives a short code that claim_cart there takes."
 )
 PASS_CART_ID = " Pass `cart_id` from the latest cart answer once you have one."
 READ_ONLY = ToolAnnotations(read_only_hint=True)
@@ -44,6 +47,27 @@ CartId = Annotated[
         {
             "anyOf": [{"type": "string", "maxLength": MAX_CART_ID_LENGTH}, {"type": "null"}],
             "description": "The cart_id of the latest cart answer (starts wc_); leave out until you have one.",
+        }
+    ),
+]
+
+TransferCode = Annotated[
+    Any,
+    WithJsonSchema(
+        {
+            "anyOf": [{"type": "string", "maxLength": MAX_INPUT_LENGTH}, {"type": "null"}],
+            "description": "The transfer code from share_cart, like BCDF-GHJK.",
+        }
+    ),
+]
+ClaimMode = Annotated[
+    Any,
+    WithJsonSchema(
+        {
+            "type": "string",
+            "enum": list(MODES),
+            "default": "merge",
+            "description": "merge: add to this cart's lines; replace: drop them first.",
         }
     ),
 ]
@@ -140,6 +164,38 @@ def register_cart_tools(server: MCPServer, shop: Shop) -> None:
     )
     async def clear_cart(ctx: Context, cart_id: CartId = None) -> CallToolResult:
         return await shop.clear_cart(ctx, cart_id)
+
+    register_transfer_tools(server, shop)
+
+
+def register_transfer_tools(server: MCPServer, shop: Shop) -> None:
+    """share_cart and claim_cart: a cart's lines moved to another chat's cart, by a short code or a cart_id."""
+    minutes = max(1, round(shop.carts.transfers.code_ttl_seconds / 60))
+
+    @server.tool(
+        name="share_cart",
+        description=f"Make a transfer code (like BCDF-GHJK) for this cart, valid {minutes} minutes and once: "
+        "whoever has it can move the cart's lines into their own cart with claim_cart. Sharing again replaces "
+        "the previous code." + PASS_CART_ID,
+    )
+    async def share_cart(ctx: Context, cart_id: CartId = None) -> CallToolResult:
+        return await shop.share_cart(ctx, cart_id)
+
+    @server.tool(
+        name="claim_cart",
+        description="Move another cart's lines into this cart: pass `code` (a transfer code from share_cart; case, "
+        "spaces and dashes do not matter) or `from_cart_id` (that cart's cart_id), not both. The other cart is "
+        'left empty. mode "merge" (default) adds to this cart\'s lines, capped at the most a line holds; '
+        '"replace" drops this cart\'s own lines first. The answer lists what was capped and skipped.' + PASS_CART_ID,
+    )
+    async def claim_cart(
+        ctx: Context,
+        code: TransferCode = None,
+        from_cart_id: CartId = None,
+        mode: ClaimMode = "merge",
+        cart_id: CartId = None,
+    ) -> CallToolResult:
+        return await shop.claim_cart(ctx, code, from_cart_id, mode, cart_id)
 
 
 def register_debug_tool(server: MCPServer, shop: Shop) -> None:

@@ -18,12 +18,13 @@ import pytest
 import redis
 
 from harness.processes import MAY_START, RedisProcess
+from tests.redis_server import RedisCluster, require_redis_server
 
 SHARED_CATALOG = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "nitzat-haduvdevan-products.json"
 
 
 SERVER_MARKERS = ("redis", "e2e")
-REDIS_FIXTURES = {"redis_url", "redis_client", "private_redis"}
+REDIS_FIXTURES = {"redis_url", "redis_client", "private_redis", "redis_cluster"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -82,6 +83,17 @@ def redis_url() -> Iterator[str]:
     if os.environ.get("WEFT_TEST_REQUIRE_REDIS") == "1":
         pytest.fail(f"WEFT_TEST_REQUIRE_REDIS=1 but {reason}")
     pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisCluster]:
+    """A 3-primary Redis Cluster of private redis-servers, shared by the tests of a run that need one."""
+    require_redis_server("for a Redis Cluster")
+    cluster = RedisCluster(size=3).start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture(scope="module")

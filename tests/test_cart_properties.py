@@ -1,5 +1,7 @@
 """The cart store against a plain dict model (hypothesis ``RuleBasedStateMachine``), on fakeredis and on a
-real Redis; and concurrent adds to one cart from 2 client processes x 16 tasks through 2 server processes."""
+real Redis, with shares and claims (by code and by cart key, merge and replace: lines move, capped at the
+maximum, skipped when gone from the catalog or past the line limit; codes live until used or replaced);
+and concurrent adds to one cart from 2 client processes x 16 tasks through 2 server processes."""
 
 from __future__ import annotations
 
@@ -15,20 +17,47 @@ import fakeredis
 import httpx
 import pytest
 import redis
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
 
 from harness.processes import ServeProcess
+from service.cart_transfers import EmptyCartError, SelfClaimError, TransferCodeError, new_claim_id
 from service.carts import CartRejected, CartStore
+from service.claim_limits import ClaimLimits
 from service.idempotency import keyed_change
 from tests.jsonrpc import JSON_HEADERS, add_calls, tool_call_message
 
 MAX_QUANTITY = 5
 MAX_LINES = 3
-SESSIONS = ("s1", "s2")
+SESSIONS = ("s1", "s2", "s3")
 PRODUCTS = ("p:a", "p:b", "p:c", "p:d")
 PRICES = {product: Decimal(f"{index + 1}.25") for index, product in enumerate(PRODUCTS)}
+GONE = "p:d"  # no longer in the catalog when a claim refreshes its lines: skipped
+SECRET = b"a-test-secret-of-32-bytes-at-least!"
+
+
+def refresh(product_id: str) -> tuple[str, Decimal] | None:
+    return None if product_id == GONE else (product_id.upper(), PRICES[product_id])
+
+
+def merged(target: dict[str, int], source: dict[str, int], mode: str) -> tuple[dict[str, int], int, set[str], set[str]]:
+    """The merge rules on the model: the target after the claim, lines moved, capped and skipped product ids."""
+    result = {} if mode == "replace" else dict(target)
+    moved, capped, skipped = 0, set(), set()
+    for product in sorted(source):
+        if product == GONE or (product not in result and len(result) >= MAX_LINES):
+            skipped.add(product)
+            continue
+        total = result.get(product, 0) + source[product]
+        if total > MAX_QUANTITY:
+            total = MAX_QUANTITY
+            capped.add(product)
+        result[product] = total
+        moved += 1
+    return result, moved, capped, skipped
+
+
 MACHINE_SETTINGS = settings(
     max_examples=40, stateful_step_count=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -49,6 +78,8 @@ def cart_machine(connect: Callable[[str], CartStore]) -> type[RuleBasedStateMach
             self.store = connect(self.prefix)
             self.model: dict[str, dict[str, int]] = {session: {} for session in SESSIONS}
             self.keys: dict[tuple[str, str], str] = {}  # (session, idempotency key) -> fingerprint it was used for
+            self.live_codes: dict[str, str] = {}  # session -> its current transfer code
+            self.codes: list[tuple[str, str]] = []  # every code issued: (code, session)
 
         def run(self, coroutine: Any) -> Any:
             return self.runner.run(coroutine)
@@ -130,6 +161,93 @@ def cart_machine(connect: Callable[[str], CartStore]) -> type[RuleBasedStateMach
         def view(self, session: str) -> None:
             self.expect(session, self.store.view(session), rejected=False)
 
+        @initialize(first=st.integers(1, MAX_QUANTITY), second=st.integers(1, MAX_QUANTITY))
+        def carts_with_lines(self, first: int, second: int) -> None:
+            """Two carts sharing a product (their sum may pass the maximum) and one with a product gone from
+            the catalog: what claims cap and skip, from the first step on."""
+            for session, product, quantity in (("s1", "p:a", first), ("s2", "p:a", second), ("s2", GONE, 1)):
+                self.run(self.store.add(session, product, quantity, product.upper(), PRICES[product]))
+                self.model[session][product] = quantity
+
+        @rule(pick=st.integers(0, 1000), empty=st.integers(0, 5))
+        def share(self, pick: int, empty: int) -> None:
+            """Mostly a cart with lines (an empty one now and then)."""
+            full = [name for name in SESSIONS if self.model[name]]
+            session = SESSIONS[pick % len(SESSIONS)] if empty == 0 or not full else full[pick % len(full)]
+            try:
+                shared = self.run(self.store.transfers.share(session, SECRET))
+            except EmptyCartError:
+                assert not self.model[session], "refused, but the cart has lines"
+                return  # the previous code, if any, still works
+            assert self.model[session], "an empty cart was shared"
+            self.live_codes[session] = shared.code
+            self.codes.append((shared.code, session))
+
+        @rule(
+            into=sessions,
+            pick=st.integers(0, 1000),
+            stale=st.booleans(),
+            mode=st.sampled_from(["merge", "replace"]),
+            typed=st.sampled_from(["as shown", "lower, no dash"]),
+        )
+        def claim_by_code(self, into: str, pick: int, stale: bool, mode: str, typed: str) -> None:
+            """A live code (when one exists and ``stale`` is false), else any code ever issued, used or not."""
+            target = into  # hypothesis reserves the name "target" for bundles
+            live_ones = [(code, session) for session, code in sorted(self.live_codes.items())]
+            issued = self.codes if stale or not live_ones else live_ones
+            if not issued:
+                return
+            code, source = issued[pick % len(issued)]
+            live = self.live_codes.get(source) == code
+            sent = code if typed == "as shown" else code.lower().replace("-", "")
+            if live and source == target:
+                self.expect_refusal(SelfClaimError, code=sent, target=target, mode=mode)
+            elif not live:
+                self.expect_refusal(TransferCodeError, code=sent, target=target, mode=mode)
+            else:
+                self.expect_claim(source, target, mode, code=sent)
+
+        @rule(
+            into=sessions,
+            pick=st.integers(0, 1000),
+            itself=st.integers(0, 5),
+            mode=st.sampled_from(["merge", "replace"]),
+        )
+        def claim_by_cart(self, into: str, pick: int, itself: int, mode: str) -> None:
+            """Mostly from a cart with lines (empty ones and the cart itself now and then)."""
+            target = into
+            others = [session for session in SESSIONS if session != target]
+            full = [session for session in others if self.model[session]]
+            source = target if itself == 0 else (full or others)[pick % len(full or others)]
+            if source == target:
+                self.expect_refusal(SelfClaimError, source_key=source, target=target, mode=mode)
+            else:
+                self.expect_claim(source, target, mode, source_key=source)
+
+        def claim(self, target: str, mode: str, **source: Any) -> Any:
+            return self.store.transfers.claim(
+                target, secret=SECRET, mode=mode, claim_id=new_claim_id(), refresh=refresh, caller="prop", **source
+            )
+
+        def expect_refusal(self, error: type[Exception], *, target: str, mode: str, **source: Any) -> None:
+            try:
+                self.run(self.claim(target, mode, **source))
+            except error:
+                event(f"claim refused: {error.__name__}")
+                return
+            raise AssertionError(f"claim {source} into {target} was not refused with {error.__name__}")
+
+        def expect_claim(self, source: str, target: str, mode: str, **named: Any) -> None:
+            expected, moved, capped, skipped = merged(self.model[target], self.model[source], mode)
+            claimed = self.run(self.claim(target, mode, **named))
+            self.model[target], self.model[source] = expected, {}
+            self.live_codes.pop(source, None)  # claimed: its code is used (by code) or dead (by cart key)
+            assert {line.product_id: line.quantity for line in claimed.cart.lines} == expected
+            assert (claimed.lines, set(claimed.capped), set(claimed.skipped)) == (moved, capped, skipped)
+            assert not claimed.replayed
+            by = "code" if "code" in named else "cart"
+            event(f"claim by {by} ({mode}), capped={bool(capped)}, skipped={bool(skipped)}")
+
         @invariant()
         def store_matches_model(self) -> None:
             for session in SESSIONS:
@@ -140,16 +258,13 @@ def cart_machine(connect: Callable[[str], CartStore]) -> type[RuleBasedStateMach
                 exists = self.run(self.store.client.exists(self.store.cart_key(session)))
                 assert exists == (1 if self.model[session] else 0), "an empty cart must have no key"
             assert self.run(self.store.count_carts()) == sum(1 for cart in self.model.values() if cart)
-
-        async def _records(self) -> list[str]:
-            return [key async for key in self.store.client.scan_iter(match=f"{self.prefix}:idem:*")]
+            outboxes = self.run(self.store.client.keys(f"{self.prefix}:xfer:*"))
+            assert outboxes == [], "a finished claim left its outbox"
 
         def teardown(self) -> None:
             try:
-                for session in SESSIONS:
-                    self.run(self.store.clear(session))
-                for record in self.run(self._records()):  # idempotency records outlive their carts (by TTL)
-                    self.run(self.store.client.delete(record))
+                for key in self.run(self.store.client.keys(f"{self.prefix}:*")):
+                    self.run(self.store.client.delete(key))
                 self.run(self.store.aclose())
             finally:
                 self.runner.close()
@@ -158,7 +273,8 @@ def cart_machine(connect: Callable[[str], CartStore]) -> type[RuleBasedStateMach
 
 
 def store_options(prefix: str) -> dict[str, Any]:
-    return {"key_prefix": prefix, "max_quantity": MAX_QUANTITY, "max_lines": MAX_LINES}
+    limits = ClaimLimits(prefix, per_caller=10**6, total=10**6)  # wrong codes are the machine's own: never limited
+    return {"key_prefix": prefix, "max_quantity": MAX_QUANTITY, "max_lines": MAX_LINES, "claim_limits": limits}
 
 
 def test_cart_store_matches_a_dict_model_on_fakeredis() -> None:
@@ -202,7 +318,10 @@ def test_two_processes_of_sixteen_tasks_through_two_servers(redis_url: str) -> N
             ]
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     try:
-        keys = set(client.scan_iter(match=f"{prefix}:*")) - {f"{prefix}:secret"}  # the generated secret
+        keys = set(client.scan_iter(match=f"{prefix}:*")) - {
+            f"{prefix}:secret",
+            f"{prefix}:xfer-sweep",
+        }  # secret, sweep lease
         assert keys == {f"{prefix}:cart:{{{chat}}}"}
     finally:
         client.close()

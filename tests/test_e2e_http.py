@@ -35,6 +35,8 @@ TOOL_NAMES = {
     "remove_from_cart",
     "view_cart",
     "clear_cart",
+    "share_cart",
+    "claim_cart",
     "debug_session",
 }
 HASHED_KEY = re.compile(r"^(?P<prefix>.+):cart:\{h-[0-9a-f]{32}\}$")
@@ -88,7 +90,7 @@ def cart_quantities(cart: Mapping[str, Any]) -> dict[str, int]:
 
 def keys_under(client: redis.Redis, prefix: str) -> set[str]:
     """Every key under the prefix but the generated server secret (written once at start, by no call)."""
-    return set(client.scan_iter(match=f"{prefix}:*", count=1000)) - {f"{prefix}:secret"}
+    return set(client.scan_iter(match=f"{prefix}:*", count=1000)) - {f"{prefix}:secret", f"{prefix}:xfer-sweep"}
 
 
 # ---------------------------------------------------------------- fixtures
@@ -125,7 +127,7 @@ async def test_sdk_client_legacy_handshake(server: ServeProcess) -> None:
         assert client.protocol_version == "2025-11-25"
         tools = await client.list_tools()
         assert {tool.name for tool in tools.tools} == TOOL_NAMES
-        assert len(tools.tools) == 8
+        assert len(tools.tools) == len(TOOL_NAMES)
 
         found = await client.call_tool("search_products", {"search": "oats"}, meta={"openai/session": chat_1})
         assert not found.is_error, found.content[0].text

@@ -75,6 +75,8 @@ async def test_list_tools_names_and_schemas(shop: Shop) -> None:
             "remove_from_cart",
             "view_cart",
             "clear_cart",
+            "share_cart",
+            "claim_cart",
             "debug_session",
         }
         add = tools["add_to_cart"].input_schema
