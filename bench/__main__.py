@@ -108,8 +108,14 @@ def section_b(plan: Plan) -> None:
         f"\n(b) Redis commands sent per tool call (MONITOR; commands run inside scripts not counted), "
         f"{plan.calls} calls each"
     )
+    # The goal is one round trip per cart call; search and list_stores send none; share and claim are several
+    # steps on different keys (docs/operating.md).
     for label, per_call in commands_per_call(plan.calls).items():
-        print(f"{label:<30} {per_call:>5.2f} commands/call  goal 1: {verdict(per_call == 1)}")
+        goal = 0 if label.startswith(("list_stores", "search_products")) else 1
+        if label.startswith(("share_cart", "claim_cart")):
+            print(f"{label:<32} {per_call:>5.2f} commands/call  (several keys: see docs/operating.md)")
+        else:
+            print(f"{label:<32} {per_call:>5.2f} commands/call  goal {goal}: {verdict(per_call == goal)}")
 
 
 def section_c(plan: Plan) -> None:

@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -40,18 +41,60 @@ def _monitor(port: int, seen: list[dict[str, Any]], ready: threading.Event, end_
                 return
 
 
-def commands_per_call(calls: int) -> dict[str, float]:
-    """Each cart tool ``calls`` times through a real worker; MONITOR tells client commands from script ones."""
-    products = demo_products()
-    steps: list[tuple[str, str, dict[str, Any]]] = [
-        ("add_to_cart (new line)", "add_to_cart", {"product_id": products[0], "quantity": 1}),
-        ("add_to_cart (existing line)", "add_to_cart", {"product_id": products[0], "quantity": 1}),
-        ("update_cart_item", "update_cart_item", {"product_id": products[0], "quantity": 5}),
-        ("view_cart", "view_cart", {}),
-        ("remove_from_cart (last line)", "remove_from_cart", {"product_id": products[0]}),
-        ("view_cart (empty cart)", "view_cart", {}),
-        ("clear_cart", "clear_cart", {}),
+# One step of the round-trip table: (label, tool, arguments, conversation suffix or None, extra _meta), built from
+# what this conversation's earlier steps answered (``state``: cart_id, code, idempotency key).
+Step = tuple[str, str, dict[str, Any], str | None, dict[str, Any]]
+StepPlan = tuple[str, Callable[[dict[str, Any]], Step]]
+
+
+def tool_steps(product: str) -> list[StepPlan]:
+    """Every tool, in an order where each step has what it needs (a code to claim, a line to update)."""
+
+    def step(label: str, tool: str, arguments: dict[str, Any], suffix: str | None = "", **meta: Any) -> Step:
+        return (label, tool, arguments, suffix, meta)
+
+    return [
+        ("list_stores", lambda s: step("list_stores", "list_stores", {})),
+        ("search_products", lambda s: step("search_products", "search_products", {"search": ""})),
+        ("add_to_cart (new line)", lambda s: step("", "add_to_cart", {"product_id": product, "quantity": 1})),
+        ("add_to_cart (existing line)", lambda s: step("", "add_to_cart", {"product_id": product, "quantity": 1})),
+        (
+            "add_to_cart (idempotency-key)",
+            lambda s: step("", "add_to_cart", {"product_id": product, "quantity": 1}, **{"idempotency-key": s["key"]}),
+        ),
+        (
+            "add_to_cart (replayed key)",
+            lambda s: step("", "add_to_cart", {"product_id": product, "quantity": 1}, **{"idempotency-key": s["key"]}),
+        ),
+        ("update_cart_item", lambda s: step("", "update_cart_item", {"product_id": product, "quantity": 5})),
+        ("view_cart", lambda s: step("", "view_cart", {})),
+        ("view_cart (cart_id, no _meta)", lambda s: step("", "view_cart", {"cart_id": s["cart_id"]}, None)),
+        ("share_cart", lambda s: step("", "share_cart", {})),
+        ("claim_cart (code)", lambda s: step("", "claim_cart", {"code": s["code"]}, "-target")),
+        ("claim_cart (from_cart_id)", lambda s: step("", "claim_cart", {"from_cart_id": s["target_cart_id"]})),
+        ("claim_cart (wrong code)", lambda s: step("", "claim_cart", {"code": "BBBB-BBBB"}, "-target")),
+        ("remove_from_cart (last line)", lambda s: step("", "remove_from_cart", {"product_id": product})),
+        ("view_cart (empty cart)", lambda s: step("", "view_cart", {})),
+        ("clear_cart", lambda s: step("", "clear_cart", {})),
+        ("add_to_cart (minted: no id)", lambda s: step("", "add_to_cart", {"product_id": product}, None)),
     ]
+
+
+def _remember(state: dict[str, Any], label: str, suffix: str | None, answer: dict[str, Any]) -> None:
+    data = answer.get("result", {}).get("structuredContent") or {}
+    if label == "share_cart":
+        state["code"] = data["code"]
+    if label == "claim_cart (code)":
+        state["target_cart_id"] = data["cart_id"]
+    if suffix == "" and data.get("cart_id"):
+        state["cart_id"] = data["cart_id"]
+
+
+def commands_per_call(calls: int) -> dict[str, float]:
+    """Every tool ``calls`` times through a real worker: the client commands Redis receives per call (MONITOR
+    tells them from the commands scripts run). Pipelined commands count one each, though they share a round trip."""
+    steps = tool_steps(demo_products()[0])
+    wrong_code_expected = {"claim_cart (wrong code)"}
     with bench_redis(shipped=True) as redis_server:
         weft = weft_server(redis_server.url).start()
         try:
@@ -61,13 +104,21 @@ def commands_per_call(calls: int) -> dict[str, float]:
 
             async def drive(prefix: str, calls: int) -> None:
                 connection = await Connection(weft.port).open()
+                states = [{"key": f"{prefix}-key-{i}"} for i in range(calls)]
                 try:
-                    for label, tool, arguments in steps:
+                    for label, build in steps:
                         marker.echo(f"bench-step {label}")
                         for i in range(calls):
-                            status, body = await connection.call(tool_call(tool, arguments, f"{prefix}-{i}", i))
-                            if status != 200 or b'"isError":true' in body:
-                                raise RuntimeError(f"{label} failed: {body[:200]!r}")
+                            _, tool, arguments, suffix, meta = build(states[i])
+                            message = tool_call(tool, arguments, None, i)
+                            session = None if suffix is None else f"{prefix}-{i}{suffix}"
+                            if session is not None or meta:
+                                message["params"]["_meta"] = {**({"sessionId": session} if session else {}), **meta}
+                            status, body = await connection.call(message)
+                            failed = b'"isError":true' in body
+                            if status != 200 or failed != (label in wrong_code_expected):
+                                raise RuntimeError(f"{label} answered unexpectedly: {body[:300]!r}")
+                            _remember(states[i], label, suffix, json.loads(body))
                 finally:
                     await connection.close()
 
@@ -93,7 +144,7 @@ def commands_per_call(calls: int) -> dict[str, float]:
             counts[label] = 0
         elif label and command.get("client_type") != "lua" and not text.startswith("ECHO"):
             counts[label] += 1
-    return {label: counts.get(label, 0) / calls for label, _, _ in steps}
+    return {label: counts.get(label, 0) / calls for label, _ in steps}
 
 
 # ---------------------------------------------------------------- (c) bytes per cart
