@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -13,6 +14,7 @@ from service.cart_ids import CartIdError
 from service.cart_transfers import Claimed, Share, TransferError
 from service.carts import Cart, CartRejected, CartStorageError
 from service.catalog import DEFAULT_CURRENCY, Catalog, Product, SearchPage, SearchRefused
+from service.checkout import NO_TEMPLATE_NOTE, NOTE, checkout_links
 from service.claim_limits import ClaimRateLimited
 from service.idempotency import CONFLICT
 from service.sessions import CART_ID_SOURCE, NONE_SOURCE, Session, SessionError
@@ -29,6 +31,7 @@ STORAGE_UNAVAILABLE_MAYBE_SAVED_KEYED = (
     "Cart storage unavailable (no answer in time); the change may still have been saved; "
     "retrying with the same idempotency-key is safe."
 )
+SIGN_IN_HINT = "Signing in keeps this cart across devices and chats."
 REPLAYED = "Already done: this idempotency key's change was applied before, so nothing changed now."
 # Failures that retrying does not cure: one sentence each, with the reason and what was saved.
 STORAGE_FAULT_TEXTS = {
@@ -134,20 +137,41 @@ def cart_payload(session: Session, cart: Cart, catalog: Catalog) -> dict[str, An
         payload["totals"] = {currency: money(amount) for currency, amount in totals.items()}
     if cart.replayed:
         payload["replayed"] = True
+    if session.claimed is not None:  # signing in merged earlier carts into this one on this call
+        payload["claimed"] = dict(session.claimed)
     return payload
 
 
-def cart_answer(session: Session, cart: Cart, catalog: Catalog, headline: str) -> CallToolResult:
+def cart_answer(
+    session: Session, cart: Cart, catalog: Catalog, headline: str, *, signin_hint: bool = False
+) -> CallToolResult:
     """What every cart tool answers: ``headline`` and the cart's lines, and the cart payload; the text ends
-    with the cart_id to pass on when the caller did not send it."""
+    with the cart_id to pass on when the caller did not send it (or sent another: a signed-in shopper's
+    guest cart_id answers the shopper's own), and, for ``signin_hint``, one line about signing in."""
     payload = cart_payload(session, cart, catalog)
     text = cart_text(payload, REPLAYED if cart.replayed else headline)
-    return text_result(text + cart_id_line(session), payload)
+    if session.claimed is not None:
+        text = signed_in_merge_text(session.claimed) + "\n" + text
+    text += cart_id_line(session)
+    if signin_hint:
+        text += "\n" + SIGN_IN_HINT
+    return text_result(text, payload)
+
+
+def signed_in_merge_text(claimed: Mapping[str, Any]) -> str:
+    """Said once, on the call that merged: what signing in brought into the shopper's cart."""
+    text = f"Signed in: {claimed['lines']} line(s) from this chat's earlier cart are now in your cart."
+    if claimed["capped"]:
+        text += f" Capped at the most a line holds: {', '.join(claimed['capped'])}."
+    if claimed["skipped"]:
+        text += f" Left out (no longer sold, no price, or no room): {', '.join(claimed['skipped'])}."
+    return text
 
 
 def cart_id_line(session: Session) -> str:
-    """The line that ends an answer naming a cart the caller did not name by cart_id: the id to pass on."""
-    if session.cart_id is not None and session.source != CART_ID_SOURCE:
+    """The line that ends an answer naming a cart the caller did not name by this cart_id (a signed-in shopper's
+    guest cart_id answers the shopper's own): the id to pass on."""
+    if session.cart_id is not None and (session.source != CART_ID_SOURCE or session.cart_id != session.id):
         return f"\ncart_id: {session.cart_id} (pass it as cart_id in later calls)"
     return ""
 
@@ -183,6 +207,32 @@ def claim_answer(session: Session, claimed: Claimed, catalog: Catalog) -> CallTo
         headline += f" Left out (no longer sold, no price, or no room): {', '.join(claimed.skipped)}."
     text = cart_text(payload, REPLAYED if claimed.replayed else headline)
     return text_result(text + cart_id_line(session), payload)
+
+
+def checkout_answer(session: Session, cart: Cart, catalog: Catalog) -> CallToolResult:
+    """``checkout_link``: DESIGN's ``{"links", "note"}`` (plus the cart's ``cart_id``); the text gives each link
+    and says, as the note does, that opening one places no order."""
+    lines = [(line.product_id, line.quantity) for line in cart.lines]
+
+    def product_url(product_id: str) -> str | None:
+        product = catalog.product(product_id)
+        return product.url if product else None
+
+    links = checkout_links(lines, catalog.stores, product_url)
+    note = NOTE + (NO_TEMPLATE_NOTE if any(link["url"] is None for link in links) else "")
+    data = {"cart_id": session.cart_id, "links": links, "note": note}
+    if not links:
+        return text_result("The cart is empty: there is nothing to check out.", data)
+    rows = []
+    for link in links:
+        name = catalog.stores[link["store"]].name if link["store"] in catalog.stores else link["store"]
+        count = sum(item["quantity"] for item in link["items"])
+        if link["url"] is not None:
+            rows.append(f"- {name}, {count} item(s): {link['url']}")
+        else:
+            pages = ", ".join(item["url"] or f"{item['id']} (no page)" for item in link["items"])
+            rows.append(f"- {name}, {count} item(s), no checkout link; product pages: {pages}")
+    return text_result("\n".join(["Checkout links:", *rows, note]), data)
 
 
 def damaged_lines_text(count: int) -> str:

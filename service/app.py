@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service.auth import TokensFileVerifier, build_auth
+from service.auth import TokensFileVerifier, allow_anonymous, build_auth
 from service.carts import CartStorageError, CartStore
 from service.catalog import load_catalog
 from service.config import Settings
@@ -103,6 +103,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
         transport_security=transport_security(settings),
         host=settings.host,
     )
+    if auth is not None and settings.auth_mode == "optional":
+        allow_anonymous(mcp_app, MCP_PATH)  # no token = an anonymous shopper; a bad token is still 401
+    elif auth is None and settings.token_kind != "none":
+        logger.warning("WEFT_AUTH_MODE=off: the configured tokens are not asked for; every caller is anonymous")
 
     drain = Drain(settings.shutdown_drain_seconds)
 

@@ -3,7 +3,7 @@
 Both are the MCP SDK's ``TokenVerifier``: the SDK's ``BearerAuthBackend`` and
 ``RequireAuthMiddleware`` answer 401 with ``WWW-Authenticate: Bearer ...``, and with a
 resource URL it serves the RFC 9728 protected-resource metadata. What the tools need from
-here is the caller's subject, which scopes every cart key (see ``service.sessions.scoped``).
+here is the caller's subject, which makes the cart the shopper's (see ``service.sessions.signed_in``).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 import anyio.to_thread
 import jwt
 from mcp.server.auth.middleware.auth_context import get_access_token
-from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser, RequireAuthMiddleware
 from mcp.server.auth.provider import AccessToken, TokenVerifier
 from mcp.server.auth.settings import AuthSettings
 
@@ -170,13 +170,16 @@ class AuthSetup:
 
 
 def build_auth(settings: Settings) -> AuthSetup | None:
-    """The verifier and the SDK's auth settings for ``settings.auth_mode``; ``None`` when auth is off."""
-    if settings.auth_mode == "tokens_file":
+    """The verifier and the SDK's auth settings for ``settings.token_kind``; ``None`` when auth is off
+    (``WEFT_AUTH_MODE=off``, or no tokens file or JWKS)."""
+    if settings.auth_mode == "off":
+        return None
+    if settings.token_kind == "tokens_file":
         assert settings.auth_tokens_file is not None
         # The SDK wants an issuer URL, though it only uses it for metadata this mode does not serve.
         local = AuthSettings.model_validate({"issuer_url": "http://localhost", "resource_server_url": None})
         return AuthSetup(TokensFileVerifier(settings.auth_tokens_file), local)
-    if settings.auth_mode == "jwt":
+    if settings.token_kind == "jwt":
         assert settings.auth_jwks_url and settings.auth_issuer and settings.auth_audience
         verifier = JwtVerifier(settings.auth_jwks_url, settings.auth_issuer, settings.auth_audience)
         oauth = AuthSettings.model_validate(
@@ -195,3 +198,29 @@ def caller_subject(http_request: Any) -> str | None:
     user = getattr(http_request, "scope", {}).get("user") if http_request is not None else None
     token = user.access_token if isinstance(user, AuthenticatedUser) else get_access_token()
     return token.subject if token is not None else None
+
+
+class AnonymousAllowed:
+    """``WEFT_AUTH_MODE=optional`` at the MCP endpoint: a request without an ``Authorization`` header goes on as an
+    anonymous shopper; one with the header is the SDK's ``RequireAuthMiddleware``'s to judge, so a bad or
+    expired token is still 401 with ``WWW-Authenticate`` (a client that sent a token meant to be someone)."""
+
+    def __init__(self, required: RequireAuthMiddleware) -> None:
+        self.required = required
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if any(name == b"authorization" for name, _ in scope.get("headers", ())):
+            await self.required(scope, receive, send)
+        else:
+            await self.required.app(scope, receive, send)
+
+
+def allow_anonymous(app: Any, path: str) -> None:
+    """Make the SDK app's ``path`` route take anonymous calls too (optional mode). The SDK guards the route with
+    ``RequireAuthMiddleware`` and nothing else; if a future SDK does otherwise, refuse to start rather than
+    serve a route whose guard is unknown."""
+    for route in getattr(app, "routes", ()):
+        if getattr(route, "path", None) == path and isinstance(route.app, RequireAuthMiddleware):
+            route.app = AnonymousAllowed(route.app)
+            return
+    raise RuntimeError(f"WEFT_AUTH_MODE=optional: the MCP SDK's {path} route is not guarded as expected")

@@ -15,6 +15,7 @@ import time
 from dataclasses import asdict, is_dataclass
 from typing import TYPE_CHECKING, Any, TextIO
 
+from service.cart_ids import account_key, owner_of_key, subject_tag
 from service.cart_reports import CartDetail, DamageReport, PurgeReport
 from service.catalog_text import clean_text
 from service.sessions import session_key
@@ -116,19 +117,23 @@ class CartAdmin:
     async def list(self, limit: int) -> int:
         listing = await self.store.list_carts(limit)
         note = report_damaged(listing.damage)
-        rows = [f"{'session key':<40} {'lines':>5} {'idle':>6}"]
-        rows += [f"{cart.session_key:<40} {cart.lines:>5} {format_age(cart.idle_seconds):>6}" for cart in listing.carts]
+        rows = [f"{'session key':<40} {'lines':>5} {'idle':>6}  whose"]
+        rows += [
+            f"{cart.session_key:<40} {cart.lines:>5} {format_age(cart.idle_seconds):>6}  {whose(cart.session_key)}"
+            for cart in listing.carts
+        ]
         rows.append(f"{len(listing.carts)} cart(s) shown (SCAN order; --limit {limit}){note}")
-        self.emit(listing.carts, "\n".join(rows))
+        self.emit([{**_plain(cart), **ownership(cart.session_key)} for cart in listing.carts], "\n".join(rows))
         return EXIT_DONE
 
-    async def show(self, session_id: str) -> int:
-        detail = await self.store.cart_detail(session_key(session_id))
-        self.emit({"session_id": session_id, **_plain(detail)}, describe(detail))
+    async def show(self, session_id: str | None, *, subject: str | None = None) -> int:
+        detail = await self.store.cart_detail(wanted_key(session_id, subject))
+        data = {"session_id": session_id, **_plain(detail), **ownership(detail.session_key)}
+        self.emit(data, describe(detail))
         return EXIT_DONE if detail.exists else EXIT_NOT_FOUND
 
-    async def purge(self, session_id: str) -> int:
-        detail = await self.store.cart_detail(session_key(session_id))
+    async def purge(self, session_id: str | None, *, subject: str | None = None) -> int:
+        detail = await self.store.cart_detail(wanted_key(session_id, subject))
         if not detail.exists:
             self.emit({"key": detail.key, "deleted": False}, f"no cart to delete (key {detail.key})")
             return EXIT_NOT_FOUND
@@ -174,6 +179,29 @@ class CartAdmin:
         return sys.stdin.readline().strip().lower() in ("y", "yes")
 
 
+def wanted_key(session_id: str | None, subject: str | None) -> str:
+    """The session key an operator names: a conversation id (hashed as the service hashes it), a shopper's
+    subject (its account cart ``u-<tag>``), or both (that shopper's cart of that conversation)."""
+    if subject is None:
+        assert session_id is not None  # the parser asks for one of them
+        return session_key(session_id)
+    tag = subject_tag(subject)
+    return account_key(tag) if session_id is None else f"{account_key(tag)}.{session_key(session_id)}"
+
+
+def ownership(key: str) -> dict[str, Any]:
+    """Whose a cart is, as operators see it: ``account`` (a signed-in shopper's one cart), ``shopper`` (a
+    signed-in shopper's cart of one conversation or cart_id) or ``anonymous``, and the shopper's subject tag
+    (16 hex of SHA-256; never the subject itself, which the service never stores)."""
+    tag, is_account = owner_of_key(key)
+    return {"kind": "account" if is_account else ("shopper" if tag else "anonymous"), "subject_tag": tag}
+
+
+def whose(key: str) -> str:
+    owner = ownership(key)
+    return owner["kind"] if owner["subject_tag"] is None else f"{owner['kind']} {owner['subject_tag']}"
+
+
 def report_damaged(damage: DamageReport) -> str:
     """Each damaged key the sweep skipped, on stderr; returns a note for the summary line."""
     for key in damage.damaged_keys:
@@ -192,7 +220,7 @@ def describe(detail: CartDetail) -> str:
     ttl = "no expiry" if detail.ttl_seconds is None else f"expires in {detail.ttl_seconds} s"
     damaged = f", DAMAGED: {detail.damaged} (purge removes it)" if detail.damaged else ""
     idle = format_age(detail.idle_seconds)
-    rows = [f"{detail.key}: {len(detail.lines)} line(s), idle {idle}, {ttl}{damaged}"]
+    rows = [f"{detail.key} ({whose(detail.session_key)}): {len(detail.lines)} line(s), idle {idle}, {ttl}{damaged}"]
     for line in detail.lines:
         quantity, name, price = (line.get(part, "?") for part in ("quantity", "name", "price"))
         mark = " (damaged: unreadable line, left out of the cart)" if line.get("damaged") else ""

@@ -9,6 +9,9 @@ An upper-case kind is the same inner key bound to a signed-in shopper: the sessi
 ``u-<owner tag>.<inner>`` and the owner tag is recomputed from the *caller's* subject, so another shopper's
 id never verifies. No Redis: opening is a pure function of the secrets and the string. A cart_id never
 expires; an expired cart is an empty cart.
+
+Kind ``A`` (always upper case, empty body) is a signed-in shopper's account cart, the key ``u-<owner tag>``
+itself (``WEFT_SIGNED_IN_CARTS=account``): like every bound id, it opens only for the shopper it names.
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ _RAW_BODY = re.compile(rf"^[\x21-\x7e]{{1,{MAX_RAW_BODY}}}$")
 _RAW_FORBIDDEN = re.compile(r"[{}*?\[\]\\]")
 _B64_BODY = re.compile(r"^[A-Za-z0-9_-]{22}$")
 _SCOPED_KEY = re.compile(rf"^u-([0-9a-f]{{{SUBJECT_TAG_DIGITS}}})\.(.+)$")
+_ACCOUNT_KEY = re.compile(rf"^u-([0-9a-f]{{{SUBJECT_TAG_DIGITS}}})$")
+ACCOUNT_KIND = "A"
 
 
 class CartIdError(ValueError):
@@ -48,6 +53,20 @@ class CartIdError(ValueError):
 def subject_tag(subject: str) -> str:
     """The 16 hex characters of SHA-256(subject) that scope a signed-in shopper's keys (``u-<tag>.``)."""
     return hashlib.sha256(subject.encode("utf-8", "surrogatepass")).hexdigest()[:SUBJECT_TAG_DIGITS]
+
+
+def account_key(tag: str) -> str:
+    """The session key of a signed-in shopper's account cart: ``u-<subject tag>`` (no conversation part)."""
+    return f"u-{tag}"
+
+
+def owner_of_key(session_key: str) -> tuple[str | None, bool]:
+    """(the subject tag a key is bound to, or None for an anonymous cart; whether it is the account cart)."""
+    account = _ACCOUNT_KEY.match(session_key)
+    if account:
+        return account.group(1), True
+    scoped = _SCOPED_KEY.match(session_key)
+    return (scoped.group(1) if scoped else None), False
 
 
 def _b64(data: bytes) -> str:
@@ -74,7 +93,11 @@ class CartIds:
         return _b64(hmac.new(secret, message, hashlib.sha256).digest()[:MAC_BYTES])
 
     def issue(self, session_key: str) -> str:
-        """The cart_id of a session key (``c-``/``h-``/raw, optionally ``u-<tag>.``-scoped)."""
+        """The cart_id of a session key (``c-``/``h-``/raw, optionally ``u-<tag>.``-scoped, or ``u-<tag>``)."""
+        account = _ACCOUNT_KEY.match(session_key)
+        if account:
+            owner = account.group(1)
+            return PREFIX + ACCOUNT_KIND + self._mac(self._secret, ACCOUNT_KIND, "", owner)
         owner_tag, inner = "", session_key
         scoped = _SCOPED_KEY.match(session_key)
         if scoped:
@@ -95,9 +118,14 @@ class CartIds:
         anonymous); ``CartIdError`` for anything else, the same sentence whatever the reason."""
         if not isinstance(cart_id, str) or not cart_id.isascii() or len(cart_id) > MAX_CART_ID_LENGTH:
             raise CartIdError()
-        if not cart_id.startswith(PREFIX) or len(cart_id) < len(PREFIX) + 1 + 1 + MAC_CHARS:
+        if not cart_id.startswith(PREFIX) or len(cart_id) < len(PREFIX) + 1 + MAC_CHARS:
             raise CartIdError()
         kind, body, mac = cart_id[3], cart_id[4:-MAC_CHARS], cart_id[-MAC_CHARS:]
+        if kind == ACCOUNT_KIND:
+            if body or caller_tag is None:
+                raise CartIdError()
+            self._verify(kind, body, caller_tag, mac)
+            return account_key(caller_tag)
         inner = self._inner_key(kind.lower(), body)
         owner_tag = ""
         if kind.isupper():
@@ -106,12 +134,15 @@ class CartIds:
             owner_tag = caller_tag
         elif kind not in "chr":
             raise CartIdError()
+        self._verify(kind, body, owner_tag, mac)
+        return f"u-{owner_tag}.{inner}" if owner_tag else inner
+
+    def _verify(self, kind: str, body: str, owner_tag: str, mac: str) -> None:
         ok = False
         for secret in self._all:  # every secret is tried: the time taken does not tell which one matched
             ok |= hmac.compare_digest(self._mac(secret, kind, body, owner_tag), mac)
         if not ok:
             raise CartIdError()
-        return f"u-{owner_tag}.{inner}" if owner_tag else inner
 
     @staticmethod
     def _inner_key(kind: str, body: str) -> str:

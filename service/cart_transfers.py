@@ -585,6 +585,17 @@ return 0
             return None
         return await self.finish_stalled(stalled_after, refresh=refresh)
 
+    async def movable(self, source_keys: Iterable[str]) -> list[str]:
+        """Which of these carts hold lines or a claim in flight (an outbox), so a claim from them would move
+        something: one pipeline of EXISTS, so a signed-in call with nothing to merge pays one round trip."""
+        keys = list(source_keys)
+        pipe = self.client.pipeline(transaction=False)
+        for key in keys:
+            pipe.exists(self.store.cart_key(key), self.outbox_key(key))
+        replies = await _call(lambda: pipe.execute(raise_on_error=False), idempotent=True)
+        _raise_errors(replies)
+        return [key for key, found in zip(keys, replies, strict=True) if found]
+
     async def _read_outbox(self, key: str) -> dict[str, str]:
         stored: dict[str, str] = await _call(lambda: self.client.hgetall(key), idempotent=True)
         return stored

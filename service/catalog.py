@@ -8,6 +8,7 @@ it skipped or merged and logs why.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -25,6 +26,7 @@ from typing import Any
 
 from service.catalog_json import UNREADABLE, read_document
 from service.catalog_text import clean_text, web_link
+from service.checkout import CheckoutTemplate, CheckoutTemplateError
 from service.prices import is_missing, parse_price
 from service.search_form import category_key, normalize
 from service.search_index import MAX_SEARCH_DEPTH, MAX_SEARCH_WORDS, SearchIndex
@@ -88,6 +90,7 @@ class Store:
     products: tuple[Product, ...]
     by_id: dict[str, Product] = field(repr=False)
     by_position: dict[int, str] = field(repr=False)  # file index -> product id (positional ids, DESIGN.md)
+    checkout: CheckoutTemplate | None = None  # store.json "checkout": links to the store's own cart
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,13 +219,29 @@ def _load_dir(stores_dir: Path) -> Catalog:
 def load_store(folder: Path) -> Store:
     """One store folder: ``store.json`` (optional) and ``data/products.json``."""
     meta = _store_meta(folder / "store.json")
-    return load_products_file(
+    store = load_products_file(
         folder / "data" / "products.json",
         store_id=folder.name,
         name=meta.get("name") or folder.name,
         currency=meta.get("currency") or DEFAULT_CURRENCY,
         base_url=meta.get("base_url"),
     )
+    checkout = _checkout_template(folder / "store.json")
+    return store if checkout is None else dataclasses.replace(store, checkout=checkout)
+
+
+def _checkout_template(path: Path) -> CheckoutTemplate | None:
+    """``store.json``'s optional ``checkout`` template, checked now: a store whose links could not be read back
+    is refused at load, with the reason, rather than handing shoppers broken links."""
+    if not path.exists():
+        return None
+    meta = _read_json(path, numbers_as_text=False)
+    if not isinstance(meta, dict) or meta.get("checkout") is None:
+        return None
+    try:
+        return CheckoutTemplate.parse(meta["checkout"])
+    except CheckoutTemplateError as exc:
+        raise CatalogError(f"{str(path)!r}: {exc}") from None
 
 
 def _store_meta(path: Path) -> dict[str, str]:

@@ -12,6 +12,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 LOCAL_HOSTS = ["127.0.0.1", "localhost", "[::1]"]
+AuthMode = Literal["off", "optional", "required"]
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 MAX_REDIS_DB = 2**31 - 1
 YES_NO = frozenset({"", "0", "1", "true", "false", "yes", "no", "on", "off", "t", "f", "y", "n"})
@@ -67,6 +68,13 @@ class Settings(BaseSettings):
     auth_jwks_url: str | None = Field(default=None, description="OAuth resource server: the issuer's JWKS URL.")
     auth_issuer: str | None = None
     auth_audience: str | None = Field(default=None, description="This server's public MCP URL, the tokens' aud.")
+    auth_mode: AuthMode = Field(
+        default="off",
+        description="off, optional (no token = anonymous) or required; unset = required with a tokens file or JWKS.",
+    )
+    signed_in_carts: Literal["account", "conversation"] = Field(
+        default="account", description="A signed-in shopper's cart: one per account, or one per conversation."
+    )
     redis_cluster: bool = Field(default=False, description="WEFT_REDIS_URL names any node of a Redis Cluster.")
     redis_sentinels: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="host:port of Sentinels; set = find the primary through them."
@@ -163,6 +171,13 @@ class Settings(BaseSettings):
             raise ValueError(
                 "WEFT_AUTH_AUDIENCE must be this server's public MCP URL, like https://shop.example.com/mcp"
             )
+        if "auth_mode" not in self.model_fields_set:  # DESIGN's default: required when tokens can be checked
+            self.auth_mode = "off" if self.token_kind == "none" else "required"
+        elif self.auth_mode != "off" and self.token_kind == "none":
+            raise ValueError(
+                f"WEFT_AUTH_MODE={self.auth_mode} needs WEFT_AUTH_TOKENS_FILE or the WEFT_AUTH_JWKS_URL trio "
+                "to check tokens with"
+            )
         return self
 
     @field_validator("allowed_hosts", "redis_sentinels", "trusted_proxies", mode="before")
@@ -196,10 +211,11 @@ class Settings(BaseSettings):
         return self
 
     @property
-    def auth_mode(self) -> Literal["off", "tokens_file", "jwt"]:
+    def token_kind(self) -> Literal["none", "tokens_file", "jwt"]:
+        """Which tokens can be checked (``auth_mode`` says whether they are asked for)."""
         if self.auth_tokens_file is not None:
             return "tokens_file"
-        return "jwt" if self.auth_jwks_url is not None else "off"
+        return "jwt" if self.auth_jwks_url is not None else "none"
 
 
 def redis_url_is_valid(url: str) -> bool:

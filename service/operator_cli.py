@@ -23,8 +23,15 @@ NO_REDIS = (
 )
 
 
+SUBJECT_HELP = (
+    "a signed-in shopper's subject (as the token names it): alone, the shopper's account cart; with an id, "
+    "the shopper's cart of that conversation. It is hashed as the service hashes it and never printed."
+)
+
+
 def add_sessions_parser(commands: Any) -> None:
-    """``sessions count | list [--limit N] | show ID | purge ID | purge-idle --older-than 7d``."""
+    """``sessions count | list [--limit N] | show [ID] [--subject S] | purge [ID] [--subject S] |
+    purge-idle --older-than 7d``."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", help="machine-readable output on stdout")
     confirm = argparse.ArgumentParser(add_help=False)
@@ -35,10 +42,16 @@ def add_sessions_parser(commands: Any) -> None:
     actions.add_parser("count", parents=[common], help="how many carts exist (SCAN, never KEYS)")
     listing = actions.add_parser("list", parents=[common], help="carts with line counts and idle ages")
     listing.add_argument("--limit", type=int, default=20, help="most carts to show (default 20)")
-    show = actions.add_parser("show", parents=[common], help="one cart, by the conversation id the client sends")
-    show.add_argument("session_id", help="the conversation id as the client sent it (hashed ids are found too)")
-    purge = actions.add_parser("purge", parents=[common, confirm], help="delete one conversation's cart")
-    purge.add_argument("session_id", help="the conversation id as the client sent it")
+    show = actions.add_parser(
+        "show", parents=[common], help="one cart, by the conversation id the client sends and/or the shopper"
+    )
+    show.add_argument(
+        "session_id", nargs="?", help="the conversation id as the client sent it (hashed ids are found too)"
+    )
+    show.add_argument("--subject", help=SUBJECT_HELP)
+    purge = actions.add_parser("purge", parents=[common, confirm], help="delete one conversation's or shopper's cart")
+    purge.add_argument("session_id", nargs="?", help="the conversation id as the client sent it")
+    purge.add_argument("--subject", help=SUBJECT_HELP)
     idle = actions.add_parser(
         "purge-idle", parents=[common, confirm], help="delete carts not used for a while (by _last_accessed)"
     )
@@ -57,6 +70,9 @@ def run_sessions(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     if getattr(args, "limit", 1) < 1:
         print("weft-mcp sessions list: --limit must be at least 1", file=sys.stderr)
+        return EXIT_USAGE
+    if args.action in ("show", "purge") and args.session_id is None and args.subject is None:
+        print(f"weft-mcp sessions {args.action}: give a conversation id, --subject, or both", file=sys.stderr)
         return EXIT_USAGE
     older_than = None
     if args.action == "purge-idle":
@@ -82,9 +98,9 @@ async def _run(args: argparse.Namespace, settings: Settings, older_than: int | N
         if args.action == "list":
             return await admin.list(args.limit)
         if args.action == "show":
-            return await admin.show(args.session_id)
+            return await admin.show(args.session_id, subject=args.subject)
         if args.action == "purge":
-            return await admin.purge(args.session_id)
+            return await admin.purge(args.session_id, subject=args.subject)
         assert older_than is not None  # purge-idle: parsed before any connection
         return await admin.purge_idle(older_than, args.older_than, dry_run=args.dry_run)
     except (CartStorageError, RedisError) as exc:  # neither the URL nor redis-py's words: they may hold a password

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any, Concatenate, ParamSpec
 
@@ -21,6 +21,7 @@ from mcp_types import CallToolResult
 from service.answers import (
     TOOL_ERRORS,
     cart_answer,
+    checkout_answer,
     claim_answer,
     debug_answer,
     error_answer,
@@ -34,12 +35,13 @@ from service.arguments import MAX_PAGE, MAX_PAGE_SIZE, ArgumentError, product_id
 from service.auth import caller_subject
 from service.cart_ids import subject_tag
 from service.cart_transfers import MODES, EmptyCartError, SelfClaimError, new_claim_id
-from service.carts import EMPTY_CART, CartRejected, CartStorageError, CartStore
+from service.carts import EMPTY_CART, Cart, CartRejected, CartStorageError, CartStore
 from service.catalog import Catalog, Product, SearchPage
 from service.config import Settings
 from service.idempotency import idempotency_key, keyed_change
 from service.server_secret import ServerSecret
 from service.sessions import Session, calling_session, conversation_cart_id
+from service.signin_merge import merge_earlier_carts
 from service.transfer_codes import code_hash, normalize
 
 SEARCH_THREADS = 1  # searches run at once per worker, each in a thread: the event loop never waits for one
@@ -136,7 +138,7 @@ class Shop:
             if change is None:
                 raise
             return error_result(storage_error_text(exc, retry_safe=False, keyed=True))
-        return cart_answer(session, cart, self.catalog, "Added to the cart.")
+        return self.answer(session, cart, "Added to the cart.")
 
     @answering()
     async def update_cart_item(
@@ -150,7 +152,7 @@ class Shop:
             raise CartRejected("not_in_cart", 0)
         change = keyed_change(key, "update_cart_item", {"cart": session.key, "product_id": line, "quantity": count})
         cart = await self.carts.set_quantity(session.key, line, count, change=change)
-        return cart_answer(session, cart, self.catalog, "Cart updated.")
+        return self.answer(session, cart, "Cart updated.")
 
     @answering()
     async def remove_from_cart(self, ctx: Context, product_id: Any, cart_id: Any = None) -> CallToolResult:
@@ -161,22 +163,29 @@ class Shop:
             raise CartRejected("not_in_cart", 0)
         change = keyed_change(key, "remove_from_cart", {"cart": session.key, "product_id": line})
         cart = await self.carts.remove(session.key, line, change=change)
-        return cart_answer(session, cart, self.catalog, "Removed from the cart.")
+        return self.answer(session, cart, "Removed from the cart.")
 
     @answering()
     async def view_cart(self, ctx: Context, cart_id: Any = None) -> CallToolResult:
         session = await self.session_of(ctx, cart_id)
         cart = EMPTY_CART if session.key is None else await self.carts.view(session.key)
-        return cart_answer(session, cart, self.catalog, "")
+        return self.answer(session, cart, "")
 
     @answering()
     async def clear_cart(self, ctx: Context, cart_id: Any = None) -> CallToolResult:
         key = idempotency_key(ctx.request_context.meta)
         session = await self.session_of(ctx, cart_id)
         if session.key is None:
-            return cart_answer(session, EMPTY_CART, self.catalog, "Cart cleared.")
+            return self.answer(session, EMPTY_CART, "Cart cleared.")
         change = keyed_change(key, "clear_cart", {"cart": session.key})
-        return cart_answer(session, await self.carts.clear(session.key, change=change), self.catalog, "Cart cleared.")
+        return self.answer(session, await self.carts.clear(session.key, change=change), "Cart cleared.")
+
+    @answering()
+    async def checkout_link(self, ctx: Context, cart_id: Any = None) -> CallToolResult:
+        """Read-only: links to the stores' own carts; nothing here places an order or writes a cart."""
+        session = await self.session_of(ctx, cart_id)
+        cart = EMPTY_CART if session.key is None else await self.carts.view(session.key)
+        return checkout_answer(session, cart, self.catalog)
 
     @answering()
     async def share_cart(self, ctx: Context, cart_id: Any = None) -> CallToolResult:
@@ -249,13 +258,23 @@ class Shop:
 
     # ------------------------------------------------------------------ what the tools share
 
-    async def session_of(self, ctx: Context, cart_id: Any = None, *, mints: bool = False) -> Session:
-        """The cart of this call (DESIGN.md "Which cart a call uses"); with auth on, the key is the user's too.
-        ``mints``: under fallback ``mint`` this call may create a cart (add_to_cart)."""
+    def answer(self, session: Session, cart: Cart, headline: str) -> CallToolResult:
+        """A cart answer; an anonymous shopper where signing in is offered (optional mode) hears once that it
+        keeps the cart across devices."""
+        hint = self.settings.auth_mode == "optional" and not session.signed_in
+        return cart_answer(session, cart, self.catalog, headline, signin_hint=hint)
+
+    async def session_of(
+        self, ctx: Context, cart_id: Any = None, *, mints: bool = False, merge: bool = True
+    ) -> Session:
+        """The cart of this call (DESIGN.md "Which cart a call uses"); a signed-in shopper's own. ``mints``: under
+        fallback ``mint`` this call may create a cart (add_to_cart). ``merge``: a signed-in shopper's earlier
+        carts the call names (a guest cart, a per-conversation cart) are merged in first, reported as
+        ``claimed`` (``service.signin_merge``); a search names the cart without writing."""
         request = ctx.request_context
         subject = caller_subject(request.request)
         cart_ids = await self.secret.cart_ids()
-        return await calling_session(
+        session = await calling_session(
             request.meta,
             request.request,
             self.settings.session_fallback,
@@ -263,7 +282,19 @@ class Shop:
             cart_ids=cart_ids,
             cart_id=cart_id,
             mints=mints,
+            signed_in_carts=self.settings.signed_in_carts,
         )
+        if not merge or not session.merge_from or session.key is None or subject is None:
+            return session
+        report = await merge_earlier_carts(
+            self.carts.transfers,
+            session.key,
+            session.merge_from,
+            subject=subject,
+            secret=cart_ids.secret,
+            refresh=self.current_line,
+        )
+        return replace(session, claimed=report.as_claimed()) if report.moved_anything else session
 
     async def search_cart_id(self, ctx: Context, cart_id: Any) -> str | None:
         """The cart_id a search answers: the argument (checked: a bad one is the cart_id sentence), else the
@@ -275,9 +306,13 @@ class Shop:
         except CartStorageError:
             return None
         if cart_id is not None:
-            cart_ids.open(cart_id, None if subject is None else subject_tag(subject))
-            return str(cart_id)
-        return await conversation_cart_id(request.meta, request.request, subject, cart_ids)
+            if subject is None:
+                cart_ids.open(cart_id, None)
+                return str(cart_id)
+            return (await self.session_of(ctx, cart_id, merge=False)).cart_id  # the shopper's cart, unwritten
+        return await conversation_cart_id(
+            request.meta, request.request, subject, cart_ids, self.settings.signed_in_carts
+        )
 
     def purchasable(self, product_id: Any) -> Product:
         """The product an id names, if it can be bought now; else ``ArgumentError``."""

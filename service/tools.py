@@ -1,4 +1,4 @@
-"""The ten MCP tools of DESIGN.md, declared: name, description, annotations and argument schemas.
+"""The MCP tools of DESIGN.md, declared: name, description, annotations and argument schemas.
 
 What each tool does is a ``Shop`` method (``service.shop``); a declaration here only passes its
 arguments on. Arguments are declared with exact JSON schemas but accept any JSON value: the Shop
@@ -164,6 +164,15 @@ def register_cart_tools(server: MCPServer, shop: Shop) -> None:
     )
     async def clear_cart(ctx: Context, cart_id: CartId = None) -> CallToolResult:
         return await shop.clear_cart(ctx, cart_id)
+
+    @server.tool(
+        name="checkout_link",
+        description="Links that open each store's own cart with this cart's lines, to review and pay there "
+        "(opening one places no order; a big cart gets several links)." + PASS_CART_ID,
+        annotations=READ_ONLY,
+    )
+    async def checkout_link(ctx: Context, cart_id: CartId = None) -> CallToolResult:
+        return await shop.checkout_link(ctx, cart_id)
 
     register_transfer_tools(server, shop)
 

@@ -33,7 +33,7 @@ from pydantic import ValidationError
 from harness.processes import ServeProcess, free_port
 from service.auth import JwtVerifier, TokensFileError, TokensFileVerifier, parse_tokens_file
 from service.config import Settings
-from service.sessions import scoped, session_key
+from service.sessions import session_key
 from tests.jsonrpc import JSON_HEADERS, tool_call_message
 
 OATS = "demo-market:i1702"
@@ -66,9 +66,11 @@ def assert_refused(response: httpx.Response) -> None:
     assert "result" not in response.text
 
 
-def user_key(prefix: str, subject: str, chat: str) -> str:
+def user_key(prefix: str, subject: str, chat: str | None = None) -> str:
+    """A signed-in shopper's cart key: the account cart (the default), or the cart of ``chat``
+    (``WEFT_SIGNED_IN_CARTS=conversation``)."""
     digest = hashlib.sha256(subject.encode()).hexdigest()[:16]
-    return f"{prefix}:cart:{{u-{digest}.{chat}}}"
+    return f"{prefix}:cart:{{u-{digest}}}" if chat is None else f"{prefix}:cart:{{u-{digest}.{chat}}}"
 
 
 # ---------------------------------------------------------------- units: tokens file, settings, key scoping
@@ -133,15 +135,18 @@ def test_auth_is_off_by_default() -> None:
 
 
 def test_subject_scopes_the_key_inside_one_hash_tag() -> None:
-    from service.sessions import resolve_session
+    from service.cart_ids import CartIds, subject_tag
+    from service.sessions import resolve_session, signed_in
 
+    ids = CartIds(b"k" * 32)
     session = resolve_session({"sessionId": "chat-1"}, None, "default")
-    alice, bob = scoped(session, "alice@example.com"), scoped(session, "bob@example.com")
-    assert alice.key != bob.key and alice.id == bob.id == "chat-1"
-    for key in (alice.key, bob.key):
-        assert key.startswith("u-") and key.endswith(".chat-1")
-        assert "@" not in key and not set(key) & set("{}*?[]\\ ")
-    assert scoped(session, None) == session
+    for mode, tail in (("conversation", ".chat-1"), ("account", "")):
+        alice = signed_in(session, subject_tag("alice@example.com"), mode, ids)
+        bob = signed_in(session, subject_tag("bob@example.com"), mode, ids)
+        assert alice.key != bob.key and alice.id == bob.id == "chat-1"
+        for key in (alice.key, bob.key):
+            assert key is not None and key.startswith("u-") and key.endswith(tail)
+            assert "@" not in key and not set(key) & set("{}*?[]\\ ")
     # A raw id can never pose as a user-scoped key.
     assert session_key(alice.key).startswith("h-")
 
@@ -288,16 +293,13 @@ def test_tokens_file_over_http(redis_url: str, redis_client: redis.Redis, tmp_pa
         assert httpx.get(f"{shop.url}/healthz", timeout=5).status_code == 200  # probes need no token
         assert httpx.get(f"{shop.url}/readyz", timeout=5).status_code == 200
 
-        # One conversation id under two users is two carts.
+        # One conversation id under two users is two carts (each shopper's account cart).
         alice = call_ok(shop.mcp_url, "tok-alice", "add_to_cart", {"product_id": OATS, "quantity": 2}, "chat-1")
         bob = call_ok(shop.mcp_url, "tok-bob", "view_cart", {}, "chat-1")
         assert [i["quantity"] for i in alice["items"]] == [2] and bob["items"] == []
         call_ok(shop.mcp_url, "tok-bob", "add_to_cart", {"product_id": OATS, "quantity": 5}, "chat-1")
         assert [i["quantity"] for i in call_ok(shop.mcp_url, "tok-alice", "view_cart", {}, "chat-1")["items"]] == [2]
-        assert keys_under(redis_client, prefix) == {
-            user_key(prefix, "alice", "chat-1"),
-            user_key(prefix, "bob", "chat-1"),
-        }
+        assert keys_under(redis_client, prefix) == {user_key(prefix, "alice"), user_key(prefix, "bob")}
         debug = call_ok(shop.mcp_url, "tok-bob", "debug_session", {}, "chat-1")
         assert debug["session_id"] == "chat-1" and debug["items_in_cart"] == 1 and "alice" not in json.dumps(debug)
         assert "tok-alice" not in shop.log_text() and "tok-bob" not in shop.log_text()
@@ -378,8 +380,8 @@ async def test_oauth_resource_server_over_http(issuer: Issuer, redis_url: str, r
         assert call_ok(shop.mcp_url, bob, "view_cart", {}, "chat-1")["items"] == []
         call_ok(shop.mcp_url, bob, "add_to_cart", {"product_id": OATS}, "chat-1")
         assert keys_under(redis_client, prefix) == {
-            user_key(prefix, "alice@example.com", "chat-1"),
-            user_key(prefix, "bob@example.com", "chat-1"),
+            user_key(prefix, "alice@example.com"),
+            user_key(prefix, "bob@example.com"),
         }
         assert not any("@" in key for key in keys_under(redis_client, prefix))
 

@@ -199,8 +199,8 @@ def test_other_shoppers_cart_id_is_refused(redis_url: str, tmp_path: Path, produ
             assert response.status_code == 200, response.text
             return response.json()["result"]
 
-        alice = ok(as_user("tok-alice", "add_to_cart", {"product_id": products[0]}))  # minted, bound to alice
-        assert alice["cart_id"].startswith("wc_C")
+        alice = ok(as_user("tok-alice", "add_to_cart", {"product_id": products[0]}))  # the account cart
+        assert alice["cart_id"].startswith("wc_A")  # the account cart, bound to alice
         assert cart_quantities(ok(as_user("tok-alice", "view_cart", {"cart_id": alice["cart_id"]}))) == {products[0]: 1}
         for name in ("view_cart", "clear_cart"):
             assert error_text(as_user("tok-bob", name, {"cart_id": alice["cart_id"]})) == INVALID_CART_ID

@@ -38,6 +38,7 @@ TOOL_NAMES = {
     "share_cart",
     "claim_cart",
     "debug_session",
+    "checkout_link",
 }
 HASHED_KEY = re.compile(r"^(?P<prefix>.+):cart:\{h-[0-9a-f]{32}\}$")
 

@@ -11,6 +11,7 @@ import pytest
 import redis
 
 from service.cart_admin import Progress, parse_age
+from service.cart_ids import account_key, subject_tag
 from service.carts import CartStore
 from service.cli import main
 from service.sessions import session_key
@@ -259,3 +260,38 @@ def test_carts_with_garbage_lines_or_stamps_are_reported_marked_and_purgeable(
         code, out, _ = run(capsys, "purge", session, "--yes")
         assert code == 0
     assert not carts.exists(line_key) and not carts.exists(stamp_key)
+
+
+def test_account_carts_are_marked_by_subject_tag_and_found_by_subject(carts, capsys, key_prefix, redis_url) -> None:
+    """list/show say whose a cart is by the subject's tag, never the subject; ``--subject`` hashes it the same way."""
+    alice = subject_tag("alice@example.com")
+
+    async def fill() -> None:
+        store = CartStore.connect(redis_url, key_prefix=key_prefix)
+        try:
+            await store.add(account_key(alice), "demo:i1", 3, "Oats", Decimal("9.90"))
+            await store.add(f"u-{alice}.chat-1", "demo:i2", 1, "Tea", Decimal("5.00"))
+        finally:
+            await store.aclose()
+
+    asyncio.run(fill())
+    code, out, _ = run(capsys, "list", "--json", "--limit", "50")
+    listed = {row["session_key"]: row for row in json.loads(out)}
+    assert (listed[f"u-{alice}"]["kind"], listed[f"u-{alice}"]["subject_tag"]) == ("account", alice)
+    assert (listed[f"u-{alice}.chat-1"]["kind"], listed[f"u-{alice}.chat-1"]["subject_tag"]) == ("shopper", alice)
+    assert (listed["chat-1"]["kind"], listed["chat-1"]["subject_tag"]) == ("anonymous", None)
+    code, out, _ = run(capsys, "list", "--limit", "50")
+    assert f"account {alice}" in out and "alice" not in out.replace(alice, "")
+    code, out, _ = run(capsys, "show", "--subject", "alice@example.com", "--json")
+    shown = json.loads(out)
+    assert code == 0 and shown["key"] == f"{key_prefix}:cart:{{u-{alice}}}" and shown["lines"][0]["quantity"] == 3
+    assert "alice@" not in out
+    code, out, _ = run(capsys, "show", "chat-1", "--subject", "alice@example.com")
+    assert code == 0 and "Tea" in out and f"shopper {alice}" in out and "alice@" not in out
+    code, out, _ = run(capsys, "show", "--subject", "bob@example.com")
+    assert code == 1 and "no cart" in out
+    code, _, err = run(capsys, "show")
+    assert code == 2 and "--subject" in err
+    code, out, _ = run(capsys, "purge", "--subject", "alice@example.com", "--yes")
+    assert code == 0 and not carts.exists(f"{key_prefix}:cart:{{u-{alice}}}")
+    assert carts.exists(f"{key_prefix}:cart:{{u-{alice}.chat-1}}")

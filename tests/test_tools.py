@@ -75,6 +75,7 @@ async def test_list_tools_names_and_schemas(shop: Shop) -> None:
             "remove_from_cart",
             "view_cart",
             "clear_cart",
+            "checkout_link",
             "share_cart",
             "claim_cart",
             "debug_session",
