@@ -253,7 +253,7 @@ class Shop:
 
     @answering()
     async def debug_session(self, ctx: Context, cart_id: Any = None) -> CallToolResult:
-        session = await self.session_of(ctx, cart_id)
+        session = await self.session_of(ctx, cart_id, merge=False)  # a look: it never moves a guest cart
         cart = EMPTY_CART if session.key is None else await self.carts.view(session.key)
         count = await self.carts.counted_carts()  # one SCAN sweep per worker serves a few seconds of calls
         # Other carts appear only as this aggregate, counted at most once per few seconds (see README).

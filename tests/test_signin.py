@@ -376,3 +376,27 @@ async def test_a_signed_in_call_with_bad_arguments_leaves_the_guest_cart_where_i
                 assert await everything(shop) == before, (tool, arguments)
             merged = await alice.ok("view_cart", None, **by_id)  # an answered call merges, and says so
             assert merged["claimed"]["lines"] == 1 and quantities(merged) == {TAHINI: 1, OATS: 2}
+
+
+async def test_every_answer_that_merges_a_guest_cart_says_so() -> None:
+    """The sign-in merge is reported as ``claimed`` whichever tool named the guest cart; debug_session writes
+    nothing."""
+    async with shop_for(**TOKEN_ENV) as shop:
+        for tool in ("checkout_link", "share_cart", "claim_cart"):
+            guest_chat = chat(f"guest-{tool}")
+            async with caller(shop, None) as guest:
+                await guest.ok("add_to_cart", guest_chat, product_id=OATS, quantity=1)
+                other = await guest.ok("add_to_cart", None, product_id=TAHINI, quantity=1)
+            arguments = {"from_cart_id": other["cart_id"]} if tool == "claim_cart" else {}
+            async with caller(shop, ALICE) as alice:
+                result = await alice.call(tool, guest_chat, **arguments)
+            assert not result.is_error, result.content[0].text
+            expected = 2 if tool == "claim_cart" else 1  # the claimed cart's line and the guest cart's
+            assert result.structured_content["claimed"]["lines"] == expected, tool
+            assert result.content[0].text.startswith("Signed in: 1 line(s)"), tool
+        async with caller(shop, None) as guest:
+            await guest.ok("add_to_cart", chat("guest-debug"), product_id=OATS, quantity=1)
+        before = await everything(shop)
+        async with caller(shop, ALICE) as alice:
+            await alice.ok("debug_session", chat("guest-debug"))
+        assert await everything(shop) == before
