@@ -149,13 +149,16 @@ def cart_answer(
     with the cart_id to pass on when the caller did not send it (or sent another: a signed-in shopper's
     guest cart_id answers the shopper's own), and, for ``signin_hint``, one line about signing in."""
     payload = cart_payload(session, cart, catalog)
-    text = cart_text(payload, REPLAYED if cart.replayed else headline)
-    if session.claimed is not None:
-        text = signed_in_merge_text(session.claimed) + "\n" + text
+    text = signed_in_prefix(session) + cart_text(payload, REPLAYED if cart.replayed else headline)
     text += cart_id_line(session)
     if signin_hint:
         text += "\n" + SIGN_IN_HINT
     return text_result(text, payload)
+
+
+def signed_in_prefix(session: Session) -> str:
+    """The first line of an answer whose call merged a signed-in shopper's earlier cart, else ''."""
+    return "" if session.claimed is None else signed_in_merge_text(session.claimed) + "\n"
 
 
 def signed_in_merge_text(claimed: Mapping[str, Any]) -> str:
@@ -177,16 +180,19 @@ def cart_id_line(session: Session) -> str:
 
 
 def share_answer(session: Session, shared: Share, code_ttl_seconds: int) -> CallToolResult:
-    """``{"code", "expires_at", "cart_id", "item_count"}``, and what the code lets its holder do."""
+    """``{"code", "expires_at", "cart_id", "item_count"}`` (+ ``claimed`` when signing in merged a cart), and what
+    the code lets its holder do."""
     minutes = max(1, round(code_ttl_seconds / 60))
     item_count = sum(line.quantity for line in shared.cart.lines)
-    payload = {
+    payload: dict[str, Any] = {
         "code": shared.code,
         "expires_at": shared.expires_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "cart_id": session.cart_id,
         "item_count": item_count,
     }
-    text = (
+    if session.claimed is not None:  # signing in merged an earlier cart into the shared one on this call
+        payload["claimed"] = dict(session.claimed)
+    text = signed_in_prefix(session) + (
         f"Transfer code: {shared.code} (valid until {payload['expires_at']}). Whoever has this code can move this "
         f"cart's {item_count} item(s) into their own cart with claim_cart, within {minutes} minutes, once; "
         "sharing again replaces it."
@@ -197,7 +203,12 @@ def share_answer(session: Session, shared: Share, code_ttl_seconds: int) -> Call
 def claim_answer(session: Session, claimed: Claimed, catalog: Catalog) -> CallToolResult:
     """The target cart, as every cart answer, plus ``"claimed": {"lines", "capped", "skipped"}``."""
     payload = cart_payload(session, claimed.cart, catalog)
-    payload["claimed"] = {"lines": claimed.lines, "capped": list(claimed.capped), "skipped": list(claimed.skipped)}
+    merged = session.claimed or {"lines": 0, "capped": [], "skipped": []}  # a sign-in merge on this call too
+    payload["claimed"] = {
+        "lines": claimed.lines + merged["lines"],
+        "capped": list(dict.fromkeys([*merged["capped"], *claimed.capped])),
+        "skipped": list(dict.fromkeys([*merged["skipped"], *claimed.skipped])),
+    }
     if claimed.replayed:
         payload["replayed"] = True
     headline = f"Claimed {claimed.lines} line(s) into this cart."
@@ -205,7 +216,7 @@ def claim_answer(session: Session, claimed: Claimed, catalog: Catalog) -> CallTo
         headline += f" Capped at the most a line holds: {', '.join(claimed.capped)}."
     if claimed.skipped:
         headline += f" Left out (no longer sold, no price, or no room): {', '.join(claimed.skipped)}."
-    text = cart_text(payload, REPLAYED if claimed.replayed else headline)
+    text = signed_in_prefix(session) + cart_text(payload, REPLAYED if claimed.replayed else headline)
     return text_result(text + cart_id_line(session), payload)
 
 
@@ -220,7 +231,9 @@ def checkout_answer(session: Session, cart: Cart, catalog: Catalog) -> CallToolR
 
     links = checkout_links(lines, catalog.stores, product_url)
     note = NOTE + (NO_TEMPLATE_NOTE if any(link["url"] is None for link in links) else "")
-    data = {"cart_id": session.cart_id, "links": links, "note": note}
+    data: dict[str, Any] = {"cart_id": session.cart_id, "links": links, "note": note}
+    if session.claimed is not None:  # signing in merged an earlier cart into this one on this call
+        data["claimed"] = dict(session.claimed)
     if not links:
         return text_result("The cart is empty: there is nothing to check out.", data)
     rows = []
@@ -232,7 +245,7 @@ def checkout_answer(session: Session, cart: Cart, catalog: Catalog) -> CallToolR
         else:
             pages = ", ".join(item["url"] or f"{item['id']} (no page)" for item in link["items"])
             rows.append(f"- {name}, {count} item(s), no checkout link; product pages: {pages}")
-    return text_result("\n".join(["Checkout links:", *rows, note]), data)
+    return text_result(signed_in_prefix(session) + "\n".join(["Checkout links:", *rows, note]), data)
 
 
 def damaged_lines_text(count: int) -> str:

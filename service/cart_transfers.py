@@ -508,8 +508,12 @@ return 0
         self, target_key: str, claim_id: str, report: str, fingerprint: str, hashed: str = ""
     ) -> Claimed:
         """The claim was applied before: the target as it is now, with the stored report. Its outbox may still be
-        there (the claim stopped after APPLY): FINISH it first, from the source the report names."""
-        source = json.loads(report).get("src")
+        there (the claim stopped after APPLY): FINISH it first, from the source the report names. The same id with
+        other arguments is refused before anything is touched: ``hashed`` is then another share's live code."""
+        stored = json.loads(report)
+        if fingerprint and stored.get("f") and stored["f"] != fingerprint:
+            raise ClaimConflict()
+        source = stored.get("src")
         if isinstance(source, str) and source and source != target_key:
             await self.finish(source, claim_id, hashed)
         cart = await self.store.view(target_key)

@@ -127,9 +127,10 @@ class Shop:
     @answering(retry_safe=False)  # an add that timed out may have run: retrying blindly would add twice
     async def add_to_cart(self, ctx: Context, product_id: Any, quantity: Any, cart_id: Any = None) -> CallToolResult:
         key = idempotency_key(ctx.request_context.meta)
-        session = await self.session_of(ctx, cart_id, mints=True)
+        session = await self.session_of(ctx, cart_id, mints=True, merge=False)
         product = self.purchasable(product_id)
         count = whole_number(quantity, "quantity", 1, self.max_quantity)
+        session = await self.merged(ctx, session)  # only once the arguments are good: a rejection moves nothing
         assert product.price is not None and session.key is not None  # purchasable() checked; adding mints
         change = keyed_change(key, "add_to_cart", {"cart": session.key, "product_id": product.id, "quantity": count})
         try:
@@ -145,24 +146,26 @@ class Shop:
         self, ctx: Context, product_id: Any, quantity: Any, cart_id: Any = None
     ) -> CallToolResult:
         key = idempotency_key(ctx.request_context.meta)
-        session = await self.session_of(ctx, cart_id)
+        session = await self.session_of(ctx, cart_id, merge=False)
         line = self.in_cart(product_id)
         count = whole_number(quantity, "quantity", 0, self.max_quantity)
         if session.key is None:  # no cart named (fallback mint): nothing is in it
             raise CartRejected("not_in_cart", 0)
-        change = keyed_change(key, "update_cart_item", {"cart": session.key, "product_id": line, "quantity": count})
-        cart = await self.carts.set_quantity(session.key, line, count, change=change)
+        target, session = session.key, await self.merged(ctx, session)  # the merge keeps the cart's key
+        change = keyed_change(key, "update_cart_item", {"cart": target, "product_id": line, "quantity": count})
+        cart = await self.carts.set_quantity(target, line, count, change=change)
         return self.answer(session, cart, "Cart updated.")
 
     @answering()
     async def remove_from_cart(self, ctx: Context, product_id: Any, cart_id: Any = None) -> CallToolResult:
         key = idempotency_key(ctx.request_context.meta)
-        session = await self.session_of(ctx, cart_id)
+        session = await self.session_of(ctx, cart_id, merge=False)
         line = self.in_cart(product_id)
         if session.key is None:
             raise CartRejected("not_in_cart", 0)
-        change = keyed_change(key, "remove_from_cart", {"cart": session.key, "product_id": line})
-        cart = await self.carts.remove(session.key, line, change=change)
+        target, session = session.key, await self.merged(ctx, session)
+        change = keyed_change(key, "remove_from_cart", {"cart": target, "product_id": line})
+        cart = await self.carts.remove(target, line, change=change)
         return self.answer(session, cart, "Removed from the cart.")
 
     @answering()
@@ -221,10 +224,11 @@ class Shop:
             hashed = code_hash(cart_ids.secret, normalize(code))  # the shape, before Redis
         else:
             source_key = cart_ids.open(from_cart_id, None if subject is None else subject_tag(subject))
-        session = await self.session_of(ctx, cart_id, mints=True)
-        assert session.key is not None  # claiming mints a cart when none is named
+        session = await self.session_of(ctx, cart_id, mints=True, merge=False)
         if source_key == session.key:
             raise SelfClaimError()
+        session = await self.merged(ctx, session)  # only once the claim is sound: a rejection moves nothing
+        assert session.key is not None  # claiming mints a cart when none is named
         arguments = {"cart": session.key, "code": hashed, "from": source_key, "mode": mode}  # a code only hashed
         change = keyed_change(key, "claim_cart", arguments)
         claimed = await self.carts.transfers.claim(
@@ -249,7 +253,7 @@ class Shop:
 
     @answering()
     async def debug_session(self, ctx: Context, cart_id: Any = None) -> CallToolResult:
-        session = await self.session_of(ctx, cart_id)
+        session = await self.session_of(ctx, cart_id, merge=False)  # a look: it never moves a guest cart
         cart = EMPTY_CART if session.key is None else await self.carts.view(session.key)
         count = await self.carts.counted_carts()  # one SCAN sweep per worker serves a few seconds of calls
         # Other carts appear only as this aggregate, counted at most once per few seconds (see README).
@@ -284,8 +288,15 @@ class Shop:
             mints=mints,
             signed_in_carts=self.settings.signed_in_carts,
         )
-        if not merge or not session.merge_from or session.key is None or subject is None:
+        return await self.merged(ctx, session) if merge else session
+
+    async def merged(self, ctx: Context, session: Session) -> Session:
+        """``session`` after the sign-in merge of the earlier carts it names (see ``session_of``). A changing
+        tool resolves its cart unmerged, checks its arguments, then merges: a rejected call moves nothing."""
+        subject = caller_subject(ctx.request_context.request)
+        if not session.merge_from or session.key is None or subject is None:
             return session
+        cart_ids = await self.secret.cart_ids()
         report = await merge_earlier_carts(
             self.carts.transfers,
             session.key,

@@ -25,7 +25,7 @@ from service.carts import CartStore
 from service.config import Settings
 from service.sessions import ACCOUNT_SOURCE, Session, resolve_session, signed_in
 from service.tools import Shop, create_server
-from tests.test_tools import CATALOG, OATS, TAHINI
+from tests.test_tools import CATALOG, OATS, TAHINI, UNPRICED
 from tests.test_tools_cart_ids import Caller, everything, quantities
 
 ALICE, BOB = "alice@example.com", "bob@example.com"
@@ -347,3 +347,56 @@ async def test_signed_in_shoppers_codes_are_claimable_by_whoever_holds_them() ->
             assert await guest.error("claim_cart", None, from_cart_id=second["cart_id"]) == INVALID_CART_ID
             taken = await guest.ok("claim_cart", chat("g"), code=second["code"])
             assert quantities(taken) == {TAHINI: 1}
+
+
+async def test_a_signed_in_call_with_bad_arguments_leaves_the_guest_cart_where_it_is() -> None:
+    """A rejected call changes nothing, also when it names a guest cart: the sign-in merge waits for a call
+    that is answered with the cart (and says ``claimed``), so no lines move under an error sentence."""
+    async with shop_for(**TOKEN_ENV) as shop:
+        async with caller(shop, ALICE) as alice:
+            account = await alice.ok("add_to_cart", None, product_id=TAHINI, quantity=1)
+        async with caller(shop, None) as guest:
+            minted = await guest.ok("add_to_cart", None, product_id=OATS, quantity=2)
+            await guest.ok("add_to_cart", chat("laptop"), product_id=OATS, quantity=3)
+        before = await everything(shop)
+        by_id = {"cart_id": minted["cart_id"]}
+        rejected = [
+            ("add_to_cart", None, {"product_id": "demo-market:i999999", **by_id}),
+            ("add_to_cart", chat("laptop"), {"product_id": UNPRICED}),
+            ("add_to_cart", None, {"product_id": OATS, "quantity": 0, **by_id}),
+            ("update_cart_item", chat("laptop"), {"product_id": OATS, "quantity": 100}),
+            ("update_cart_item", None, {"product_id": ["not", "an", "id"], "quantity": 1, **by_id}),
+            ("remove_from_cart", chat("laptop"), {"product_id": 12}),
+            ("claim_cart", None, {"from_cart_id": account["cart_id"], **by_id}),  # the account claiming itself
+        ]
+        async with caller(shop, ALICE) as alice:
+            for tool, meta, arguments in rejected:
+                sentence = await alice.error(tool, meta, **arguments)
+                assert sentence.count(". ") == 0 and sentence.endswith("."), sentence
+                assert await everything(shop) == before, (tool, arguments)
+            merged = await alice.ok("view_cart", None, **by_id)  # an answered call merges, and says so
+            assert merged["claimed"]["lines"] == 1 and quantities(merged) == {TAHINI: 1, OATS: 2}
+
+
+async def test_every_answer_that_merges_a_guest_cart_says_so() -> None:
+    """The sign-in merge is reported as ``claimed`` whichever tool named the guest cart; debug_session writes
+    nothing."""
+    async with shop_for(**TOKEN_ENV) as shop:
+        for tool in ("checkout_link", "share_cart", "claim_cart"):
+            guest_chat = chat(f"guest-{tool}")
+            async with caller(shop, None) as guest:
+                await guest.ok("add_to_cart", guest_chat, product_id=OATS, quantity=1)
+                other = await guest.ok("add_to_cart", None, product_id=TAHINI, quantity=1)
+            arguments = {"from_cart_id": other["cart_id"]} if tool == "claim_cart" else {}
+            async with caller(shop, ALICE) as alice:
+                result = await alice.call(tool, guest_chat, **arguments)
+            assert not result.is_error, result.content[0].text
+            expected = 2 if tool == "claim_cart" else 1  # the claimed cart's line and the guest cart's
+            assert result.structured_content["claimed"]["lines"] == expected, tool
+            assert result.content[0].text.startswith("Signed in: 1 line(s)"), tool
+        async with caller(shop, None) as guest:
+            await guest.ok("add_to_cart", chat("guest-debug"), product_id=OATS, quantity=1)
+        before = await everything(shop)
+        async with caller(shop, ALICE) as alice:
+            await alice.ok("debug_session", chat("guest-debug"))
+        assert await everything(shop) == before

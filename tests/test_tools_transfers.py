@@ -187,6 +187,22 @@ async def test_a_claim_with_an_idempotency_key_is_replayed_and_a_reused_key_refu
         assert quantities(await caller.ok("view_cart", PHONE)) == {TAHINI: 1}
 
 
+async def test_a_reused_key_with_another_code_leaves_that_code_live(shop: Shop) -> None:
+    """The refusal of a reused key changes nothing: the other cart's fresh code still works afterwards."""
+    tablet = {"sessionId": "tablet-chat"}
+    async with connected(shop) as caller:
+        await caller.ok("add_to_cart", PHONE, product_id=OATS, quantity=2)
+        keyed = {**LAPTOP, "idempotency-key": "claim-once"}
+        await caller.ok("claim_cart", keyed, code=await shared_code(caller, PHONE))
+        await caller.ok("add_to_cart", tablet, product_id=TAHINI, quantity=1)
+        code = await shared_code(caller, tablet)
+        before = await everything(shop)
+        assert await caller.error("claim_cart", keyed, code=code) == CONFLICT
+        assert await everything(shop) == before
+        claimed = await caller.ok("claim_cart", LAPTOP, code=code)
+        assert claimed["claimed"]["lines"] == 1 and quantities(claimed) == {OATS: 2, TAHINI: 1}
+
+
 async def test_codes_never_reach_the_logs(shop: Shop, caplog: pytest.LogCaptureFixture) -> None:
     async with connected(shop) as caller:
         caplog.set_level(logging.DEBUG)
