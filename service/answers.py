@@ -31,6 +31,11 @@ STORAGE_UNAVAILABLE_MAYBE_SAVED_KEYED = (
     "Cart storage unavailable (no answer in time); the change may still have been saved; "
     "retrying with the same idempotency-key is safe."
 )
+STORAGE_UNAVAILABLE_MAYBE_SAVED_MINTED = (
+    "Cart storage unavailable (no answer in time); a new cart holding this line may still have been made, but "
+    "its cart_id did not arrive, so a retry starts another new cart; pass a cart_id or a conversation id to "
+    "retry safely."
+)
 SIGN_IN_HINT = "Signing in keeps this cart across devices and chats."
 REPLAYED = "Already done: this idempotency key's change was applied before, so nothing changed now."
 # Failures that retrying does not cure: one sentence each, with the reason and what was saved.
@@ -280,16 +285,19 @@ def cart_text(payload: dict[str, Any], headline: str = "") -> str:
     return "\n".join(lines)
 
 
-def storage_error_text(exc: CartStorageError, *, retry_safe: bool, keyed: bool = False) -> str:
+def storage_error_text(exc: CartStorageError, *, retry_safe: bool, keyed: bool = False, minted: bool = False) -> str:
     """The reason, and whether anything was saved: "may have been saved" only when the command was sent
     and no answer came (a timed-out add may have run, so retrying blindly would add twice; with an
-    idempotency key, ``keyed``, retrying with the same key is safe, and the answer says so)."""
+    idempotency key, ``keyed``, retrying with the same key is safe, and the answer says so). ``minted``: the
+    add was making a new cart whose cart_id the caller never got, so no retry reaches it."""
     if exc.kind in STORAGE_FAULT_TEXTS:
         return STORAGE_FAULT_TEXTS[exc.kind]
     if retry_safe:
         return STORAGE_UNAVAILABLE
     if not exc.maybe_applied:
         return STORAGE_UNAVAILABLE_NOT_SAVED
+    if minted:
+        return STORAGE_UNAVAILABLE_MAYBE_SAVED_MINTED
     return STORAGE_UNAVAILABLE_MAYBE_SAVED_KEYED if keyed else STORAGE_UNAVAILABLE_MAYBE_SAVED
 
 

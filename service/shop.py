@@ -40,7 +40,7 @@ from service.catalog import Catalog, Product, SearchPage
 from service.config import Settings
 from service.idempotency import idempotency_key, keyed_change
 from service.server_secret import ServerSecret
-from service.sessions import Session, calling_session, conversation_cart_id
+from service.sessions import MINTED_SOURCE, Session, calling_session, conversation_cart_id
 from service.signin_merge import merge_earlier_carts
 from service.transfer_codes import code_hash, normalize
 
@@ -136,9 +136,10 @@ class Shop:
         try:
             cart = await self.carts.add(session.key, product.id, count, product.name, product.price, change=change)
         except CartStorageError as exc:
-            if change is None:
+            minted = session.source == MINTED_SOURCE
+            if change is None and not minted:
                 raise
-            return error_result(storage_error_text(exc, retry_safe=False, keyed=True))
+            return error_result(storage_error_text(exc, retry_safe=False, keyed=change is not None, minted=minted))
         return self.answer(session, cart, "Added to the cart.")
 
     @answering()

@@ -228,3 +228,23 @@ async def test_a_keyed_add_that_may_have_run_says_retrying_is_safe(shop: Shop, m
         assert "retrying with the same idempotency-key is safe" in keyed
         plain = await caller.error("add_to_cart", {"sessionId": "slow"}, product_id=OATS)
         assert "check view_cart before retrying" in plain
+
+
+async def test_a_minted_add_that_may_have_run_promises_no_safe_retry(
+    shop: Shop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no cart named, the add mints a new cart: if its answer is lost, a retry (keyed or not) mints another,
+    and view_cart without a cart_id sees nothing, so the answer must not advise either."""
+    from redis.exceptions import TimeoutError as RedisTimeout
+
+    async with Client(create_server(shop)) as client:
+        caller = Caller(client)
+
+        async def times_out(*args: Any, **kwargs: Any) -> Any:
+            raise RedisTimeout("Timeout reading from socket")
+
+        monkeypatch.setattr(shop.carts, "_add", times_out)
+        for meta in ({"idempotency-key": "mint-k"}, {}):
+            text = await caller.error("add_to_cart", meta, product_id=OATS)
+            assert "is safe" not in text and "check view_cart" not in text, text
+            assert "new cart" in text and "cart_id" in text, text
