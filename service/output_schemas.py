@@ -22,7 +22,7 @@ NULLABLE_STRING = {"type": ["string", "null"]}
 COUNT = {"type": "integer", "minimum": 0}
 CART_ID = {
     "type": ["string", "null"],
-    "description": "Pass it as the cart_id argument of later calls; null when no cart was named.",
+    "description": "Pass as cart_id in later calls.",
 }
 NAMES = {"type": "array", "items": {"type": "string"}}
 
@@ -63,7 +63,7 @@ SEARCH = obj(
             "type": "array",
             "items": obj(
                 {
-                    "id": {"type": "string", "description": "Pass it as product_id to the cart tools."},
+                    "id": {"type": "string"},
                     "name": {"type": "string"},
                     "price": MONEY | {"type": ["string", "null"]},
                     "category": {"type": "string"},
@@ -94,7 +94,7 @@ CART = obj(
             {
                 "id": NULLABLE_STRING,
                 "source": {"type": "string"},
-                "shared": {"type": "boolean", "description": "True: the cart shared by calls naming no cart."},
+                "shared": {"type": "boolean"},
             }
         ),
         "items": {
@@ -112,11 +112,11 @@ CART = obj(
             ),
         },
         "item_count": COUNT,
-        "total": MONEY | {"type": ["string", "null"], "description": "Null when the lines have several currencies."},
+        "total": MONEY | {"type": ["string", "null"]},  # null: several currencies, see totals
         "currency": NULLABLE_STRING,
         "damaged_lines": COUNT,
-        "totals": {"type": "object", "additionalProperties": MONEY, "description": "Per currency, when several."},
-        "replayed": {"type": "boolean", "description": "True: an idempotency key's change already done."},
+        "totals": {"type": "object", "additionalProperties": MONEY},
+        "replayed": {"type": "boolean"},
         "claimed": CLAIMED,
     },
     "totals",
@@ -126,7 +126,7 @@ CART = obj(
 
 SHARE = obj(
     {
-        "code": {"type": "string", "description": "The transfer code for claim_cart."},
+        "code": {"type": "string"},
         "expires_at": {"type": "string", "format": "date-time"},
         "cart_id": CART_ID,
         "item_count": COUNT,
@@ -143,7 +143,7 @@ CHECKOUT = obj(
             "items": obj(
                 {
                     "store": {"type": "string"},
-                    "url": {"type": ["string", "null"], "description": "Null: no link; use each item's page."},
+                    "url": NULLABLE_STRING,
                     "items": {
                         "type": "array",
                         "items": obj(

@@ -274,7 +274,8 @@ def register_debug_tool(server: MCPServer, shop: Shop) -> None:
         name="debug_session",
         title="Debug session",
         description="Use when a cart seems lost. Returns which cart this call was filed under (cart_id, conversation "
-        "id or the shared fallback), its line count and how many carts exist (no other ids). Changes nothing.",
+        "id or the shared fallback), its line count and how many carts exist (no other ids). Changes nothing."
+        + PASS_CART_ID,
         annotations=READ_ONLY,
     )
     async def debug_session(
