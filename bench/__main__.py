@@ -17,7 +17,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-SECTIONS = "abcdefg"
+SECTIONS = "abcdefgh"
 
 
 @dataclass(frozen=True)
@@ -212,6 +212,17 @@ def section_g(plan: Plan) -> None:
             f"median {r.healthz_median_ms:.1f} ms, p99 {r.healthz_p99_ms:.1f} ms, max {r.healthz_max_ms:.1f} ms "
             f"(idle max {r.idle_max_ms:.1f} ms)"
         )
+
+
+def section_h(plan: Plan) -> None:
+    from bench.tool_list import BYTES_PER_TOKEN, run_tool_list
+
+    r = run_tool_list()
+    print(f"\n(h) tools/list: what every assistant reads; estimated tokens = bytes/{BYTES_PER_TOKEN}")
+    print(
+        f"{r.tools} tools: {r.total_bytes} bytes, ~{r.tokens} tokens (outputSchemas {r.output_schema_bytes} bytes); "
+        f"instructions {r.instructions_bytes} bytes; goal <= 6000 tokens: {verdict(r.tokens <= 6000)}"
+    )
 
 
 def main() -> int:

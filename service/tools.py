@@ -17,6 +17,7 @@ from service.auth import AuthSetup
 from service.cart_ids import MAX_CART_ID_LENGTH
 from service.cart_transfers import MODES
 from service.metrics import ToolMetrics
+from service.output_schemas import output_type
 from service.protocol_errors import PlainMethodErrors, PlainToolErrors
 from service.shop import Shop
 from service.transfer_codes import MAX_INPUT_LENGTH
@@ -24,14 +25,37 @@ from service.transfer_codes import MAX_INPUT_LENGTH
 __all__ = ["Shop", "create_server"]
 
 INSTRUCTIONS = (
-    "A shop: search_products finds products, add_to_cart and the other cart tools keep a cart. Every cart "
-    "answer carries a cart_id: pass it as the cart_id argument of every later cart call and search, so the "
-    "same cart is used from any chat, device or widget. Send the conversation id in _meta (sessionId) where "
-    'you can. To retry a change safely, send the same _meta "idempotency-key" with it. To continue in another '
-    "chat, share_cart gives a short code that claim_cart there takes."
+    "A shop. Typical flow: search_products finds products (list_stores names the stores); add_to_cart with a "
+    "product id from the search; view_cart, update_cart_item, remove_from_cart to adjust; checkout_link gives the "
+    "store's own checkout (no order is placed here). Every cart answer carries a cart_id: pass it as the cart_id "
+    "argument of every later call, so the same cart is used from any chat, device or widget. Send the "
+    "conversation id in _meta (sessionId) where you can; to retry a change safely, send the same _meta "
+    '"idempotency-key" with it. To continue in another chat, share_cart gives a short code that claim_cart '
+    "there takes."
 )
 PASS_CART_ID = " Pass `cart_id` from the latest cart answer once you have one."
-READ_ONLY = ToolAnnotations(read_only_hint=True)
+CART_BACK = " Returns the cart: lines, total, cart_id."
+
+# The four hints of every tool, set on purpose. Nothing reaches outside this service's own stores and carts, so
+# openWorldHint is false for all. The sign-in merge any call may make (a signed-in shopper's guest cart moved into
+# theirs) belongs to signing in, not to a tool, so it does not make view_cart or checkout_link a writer.
+#
+# tool              read  destr idem  why
+# list_stores       yes   no    yes   reads the catalog
+# search_products   yes   no    yes   reads the catalog (names the cart, never writes it)
+# view_cart         yes   no    yes   reads the cart
+# checkout_link     yes   no    yes   builds links; opening one places no order and the cart is kept
+# debug_session     yes   no    yes   reads the cart and a cached count
+# add_to_cart       no    no    no    adds to a line: twice adds twice (an idempotency key makes a retry safe)
+# update_cart_item  no    yes   yes   sets a quantity: the same call twice ends the same; 0 removes the line
+# remove_from_cart  no    yes   yes   removes a line; again, it is already gone
+# clear_cart        no    yes   yes   empties the cart; again, it is already empty
+# share_cart        no    yes   no    each call makes a new code and revokes the earlier one
+# claim_cart        no    yes   no    empties the other cart (replace also drops this cart's lines); a code works once
+READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
+ADDS = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False)
+SETS = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=False)
+MOVES = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=False, open_world_hint=False)
 
 # Exact schemas for the client; the values themselves are checked by the Shop (service.arguments).
 ProductId = Annotated[Any, WithJsonSchema({"type": "string", "description": "A product id from search_products."})]
@@ -102,17 +126,23 @@ def create_server(shop: Shop, auth: AuthSetup | None = None) -> MCPServer:
 
 def register_catalog_tools(server: MCPServer, shop: Shop) -> None:
     @server.tool(
-        name="list_stores", description="List the stores: id, name, currency and product count.", annotations=READ_ONLY
+        name="list_stores",
+        title="List stores",
+        description="Use to see which stores the catalog has. Returns each store's id (for search_products' `store` "
+        "filter), name, currency and product count.",
+        annotations=READ_ONLY,
     )
-    async def list_stores() -> CallToolResult:
+    async def list_stores() -> Annotated[CallToolResult, output_type("list_stores")]:
         return await shop.list_stores()
 
     @server.tool(
         name="search_products",
+        title="Search products",
         description=(
-            "Search the catalog. Every word of `search` must match the name, category or description "
-            '("" lists everything); best matches first. Optional `category` and `store` filters; paged. '
-            "The answer's cart_id names the cart the call named." + PASS_CART_ID
+            "Use first, to find products to add. Every word of `search` must match the name, category or "
+            'description ("" lists everything); best matches first. Optional `category` and `store` (an id from '
+            "list_stores) filters; `page`/`page_size` page. Returns products (their `id` is the product_id of the "
+            "cart tools), pagination and filters." + PASS_CART_ID
         ),
         annotations=READ_ONLY,
     )
@@ -124,7 +154,7 @@ def register_catalog_tools(server: MCPServer, shop: Shop) -> None:
         page: Page = 1,
         page_size: PageSize = 12,
         cart_id: CartId = None,
-    ) -> CallToolResult:
+    ) -> Annotated[CallToolResult, output_type("search_products")]:
         return await shop.search_products(ctx, search, category, store, page, page_size, cart_id)
 
 
@@ -135,43 +165,68 @@ def register_cart_tools(server: MCPServer, shop: Shop) -> None:
 
     @server.tool(
         name="add_to_cart",
-        description="Add a product to the cart (adds to its line if it is there); the answer names the cart's "
-        "cart_id (a new cart when no cart_id or conversation id is sent)." + PASS_CART_ID,
+        title="Add to cart",
+        description="Use to put a product in the cart: `product_id` from search_products, `quantity` added to its "
+        "line. Without cart_id (or a conversation id) a new cart is made." + PASS_CART_ID + CART_BACK,
+        annotations=ADDS,
     )
     async def add_to_cart(
         product_id: ProductId, ctx: Context, quantity: Annotated[Any, add_quantity] = 1, cart_id: CartId = None
-    ) -> CallToolResult:
+    ) -> Annotated[CallToolResult, output_type("add_to_cart")]:
         return await shop.add_to_cart(ctx, product_id, quantity, cart_id)
 
-    @server.tool(name="update_cart_item", description="Set the quantity of a cart line; 0 removes it." + PASS_CART_ID)
+    @server.tool(
+        name="update_cart_item",
+        title="Change quantity",
+        description="Use to set how many of a product the cart holds: `product_id` of a cart line, `quantity` the "
+        "new amount (0 removes the line)." + PASS_CART_ID + CART_BACK,
+        annotations=SETS,
+    )
     async def update_cart_item(
         product_id: ProductId, quantity: Annotated[Any, set_quantity], ctx: Context, cart_id: CartId = None
-    ) -> CallToolResult:
+    ) -> Annotated[CallToolResult, output_type("update_cart_item")]:
         return await shop.update_cart_item(ctx, product_id, quantity, cart_id)
 
-    @server.tool(name="remove_from_cart", description="Remove a product's line from the cart." + PASS_CART_ID)
-    async def remove_from_cart(product_id: ProductId, ctx: Context, cart_id: CartId = None) -> CallToolResult:
+    @server.tool(
+        name="remove_from_cart",
+        title="Remove from cart",
+        description="Use to drop a product's line from the cart (`product_id` of the line)." + PASS_CART_ID + CART_BACK,
+        annotations=SETS,
+    )
+    async def remove_from_cart(
+        product_id: ProductId, ctx: Context, cart_id: CartId = None
+    ) -> Annotated[CallToolResult, output_type("remove_from_cart")]:
         return await shop.remove_from_cart(ctx, product_id, cart_id)
 
-    @server.tool(name="view_cart", description="Show the cart: lines and total." + PASS_CART_ID, annotations=READ_ONLY)
-    async def view_cart(ctx: Context, cart_id: CartId = None) -> CallToolResult:
+    @server.tool(
+        name="view_cart",
+        title="View cart",
+        description="Use to show what is in the cart. Changes nothing." + PASS_CART_ID + CART_BACK,
+        annotations=READ_ONLY,
+    )
+    async def view_cart(ctx: Context, cart_id: CartId = None) -> Annotated[CallToolResult, output_type("view_cart")]:
         return await shop.view_cart(ctx, cart_id)
 
     @server.tool(
         name="clear_cart",
-        description="Empty the cart." + PASS_CART_ID,
-        annotations=ToolAnnotations(destructive_hint=True),
+        title="Clear cart",
+        description="Use to empty the cart, every line at once." + PASS_CART_ID + " Returns the empty cart.",
+        annotations=SETS,
     )
-    async def clear_cart(ctx: Context, cart_id: CartId = None) -> CallToolResult:
+    async def clear_cart(ctx: Context, cart_id: CartId = None) -> Annotated[CallToolResult, output_type("clear_cart")]:
         return await shop.clear_cart(ctx, cart_id)
 
     @server.tool(
         name="checkout_link",
-        description="Links that open each store's own cart with this cart's lines, to review and pay there "
-        "(opening one places no order; a big cart gets several links)." + PASS_CART_ID,
+        title="Checkout links",
+        description="Use when the shopper is ready to buy. Returns links that open each store's own cart with this "
+        "cart's lines, to review and pay there (opening one places no order; a big cart gets several links)."
+        + PASS_CART_ID,
         annotations=READ_ONLY,
     )
-    async def checkout_link(ctx: Context, cart_id: CartId = None) -> CallToolResult:
+    async def checkout_link(
+        ctx: Context, cart_id: CartId = None
+    ) -> Annotated[CallToolResult, output_type("checkout_link")]:
         return await shop.checkout_link(ctx, cart_id)
 
     register_transfer_tools(server, shop)
@@ -183,19 +238,24 @@ def register_transfer_tools(server: MCPServer, shop: Shop) -> None:
 
     @server.tool(
         name="share_cart",
-        description=f"Make a transfer code (like BCDF-GHJK) for this cart, valid {minutes} minutes and once: "
-        "whoever has it can move the cart's lines into their own cart with claim_cart. Sharing again replaces "
-        "the previous code." + PASS_CART_ID,
+        title="Share cart",
+        description=f"Use to continue this cart in another chat or device. Returns a transfer code (like BCDF-GHJK), "
+        f"valid {minutes} minutes and once, for claim_cart there; sharing again replaces the previous code."
+        + PASS_CART_ID,
+        annotations=MOVES,
     )
-    async def share_cart(ctx: Context, cart_id: CartId = None) -> CallToolResult:
+    async def share_cart(ctx: Context, cart_id: CartId = None) -> Annotated[CallToolResult, output_type("share_cart")]:
         return await shop.share_cart(ctx, cart_id)
 
     @server.tool(
         name="claim_cart",
-        description="Move another cart's lines into this cart: pass `code` (a transfer code from share_cart; case, "
-        "spaces and dashes do not matter) or `from_cart_id` (that cart's cart_id), not both. The other cart is "
-        'left empty. mode "merge" (default) adds to this cart\'s lines, capped at the most a line holds; '
-        '"replace" drops this cart\'s own lines first. The answer lists what was capped and skipped.' + PASS_CART_ID,
+        title="Claim shared cart",
+        description="Use to bring another cart's lines into this cart: pass `code` (from share_cart; case, spaces "
+        "and dashes do not matter) or `from_cart_id` (that cart's cart_id), not both. The other cart is left "
+        'empty. mode "merge" (default) adds to this cart\'s lines, capped at the most a line holds; "replace" '
+        "drops this cart's own lines first." + PASS_CART_ID + CART_BACK + " Also `claimed`: what moved, was "
+        "capped or skipped.",
+        annotations=MOVES,
     )
     async def claim_cart(
         ctx: Context,
@@ -203,7 +263,7 @@ def register_transfer_tools(server: MCPServer, shop: Shop) -> None:
         from_cart_id: CartId = None,
         mode: ClaimMode = "merge",
         cart_id: CartId = None,
-    ) -> CallToolResult:
+    ) -> Annotated[CallToolResult, output_type("claim_cart")]:
         return await shop.claim_cart(ctx, code, from_cart_id, mode, cart_id)
 
 
@@ -212,9 +272,13 @@ def register_debug_tool(server: MCPServer, shop: Shop) -> None:
 
     @server.tool(
         name="debug_session",
-        description="Show which cart this call was filed under (cart_id, conversation id or fallback) and how many "
-        "carts exist (no other ids).",
+        title="Debug session",
+        description="Use when a cart seems lost. Returns which cart this call was filed under (cart_id, conversation "
+        "id or the shared fallback), its line count and how many carts exist (no other ids). Changes nothing."
+        + PASS_CART_ID,
         annotations=READ_ONLY,
     )
-    async def debug_session(ctx: Context, cart_id: CartId = None) -> CallToolResult:
+    async def debug_session(
+        ctx: Context, cart_id: CartId = None
+    ) -> Annotated[CallToolResult, output_type("debug_session")]:
         return await shop.debug_session(ctx, cart_id)

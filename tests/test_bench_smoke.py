@@ -32,6 +32,7 @@ def test_bench_smoke_prints_every_figure() -> None:
         "hostile queries at",
         "(f) memory of a served",
         "(g) GET /healthz",
+        "(h) tools/list",
         "bench finished",
     ):
         assert heading in out, out

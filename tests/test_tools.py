@@ -484,3 +484,40 @@ async def test_an_intact_cart_reports_no_damaged_lines(shop: Shop) -> None:
         cart = await chat.ok("add_to_cart", product_id=OATS)
         assert cart["damaged_lines"] == 0
         assert "damaged" not in (await chat.call("view_cart")).content[0].text
+
+
+# read-only, destructive, idempotent (openWorldHint is false for all): see the table in service/tools.py
+HINTS = {
+    "list_stores": (True, False, True),
+    "search_products": (True, False, True),
+    "view_cart": (True, False, True),
+    "checkout_link": (True, False, True),
+    "debug_session": (True, False, True),
+    "add_to_cart": (False, False, False),
+    "update_cart_item": (False, True, True),
+    "remove_from_cart": (False, True, True),
+    "clear_cart": (False, True, True),
+    "share_cart": (False, True, False),
+    "claim_cart": (False, True, False),
+}
+
+
+async def test_every_tool_has_a_title_four_hints_and_its_output_schema(shop: Shop) -> None:
+    from service.output_schemas import OUTPUT_SCHEMAS
+
+    async with Client(create_server(shop)) as client:
+        tools = {tool.name: tool for tool in (await client.list_tools()).tools}
+        assert set(tools) == set(HINTS)
+        for name, tool in tools.items():
+            hints = tool.annotations
+            assert tool.title and hints is not None, name
+            assert (hints.read_only_hint, hints.destructive_hint, hints.idempotent_hint) == HINTS[name], name
+            assert hints.open_world_hint is False, name
+            assert tool.output_schema == OUTPUT_SCHEMAS[name], name
+            assert tool.description and tool.description.startswith("Use "), name
+            if "cart_id" in tool.input_schema["properties"]:
+                assert "Pass `cart_id`" in tool.description, name
+        for name in ("add_to_cart", "update_cart_item", "remove_from_cart"):
+            assert "search_products" in tools[name].input_schema["properties"]["product_id"]["description"]
+        for step in ("search_products", "add_to_cart", "view_cart", "checkout_link", "cart_id"):
+            assert step in (client.instructions or ""), step

@@ -1,0 +1,50 @@
+"""The size of ``tools/list``: every assistant reads it (often on every turn), so its bytes are tokens paid."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+
+from mcp import Client
+
+from service.carts import CartStore
+from service.catalog import load_catalog
+from service.config import Settings
+from service.tools import Shop, create_server
+
+BYTES_PER_TOKEN = 4  # the usual estimate for English and JSON; no tokenizer is installed here
+
+
+@dataclass(frozen=True)
+class ToolListSize:
+    tools: int
+    total_bytes: int  # the tools/list result as compact JSON, as it goes on the wire
+    output_schema_bytes: int  # of which the outputSchemas
+    instructions_bytes: int  # the server's instructions (sent once, in initialize)
+
+    @property
+    def tokens(self) -> int:
+        return round(self.total_bytes / BYTES_PER_TOKEN)
+
+
+def compact(value: object) -> int:
+    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+
+
+async def measure() -> ToolListSize:
+    settings = Settings(_env_file=None)  # defaults: the debug tool registered, as deployed by default
+    carts = CartStore.from_settings(settings)
+    try:
+        async with Client(create_server(Shop(catalog=load_catalog(None), carts=carts, settings=settings))) as client:
+            listed = await client.list_tools()
+            instructions = client.instructions or ""
+    finally:
+        await carts.aclose()
+    wire = listed.model_dump(mode="json", by_alias=True, exclude_none=True)
+    schemas = sum(compact(tool["outputSchema"]) for tool in wire["tools"] if "outputSchema" in tool)
+    return ToolListSize(len(wire["tools"]), compact(wire), schemas, len(instructions.encode()))
+
+
+def run_tool_list() -> ToolListSize:
+    return asyncio.run(measure())
