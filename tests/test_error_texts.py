@@ -10,6 +10,7 @@ import pytest
 import pytest_asyncio
 from mcp import Client
 
+from service.cart_transfers import TAKE_ATTEMPTS
 from service.carts import CartStore
 from service.catalog import Catalog, build_store, load_catalog
 from service.config import Settings
@@ -138,3 +139,37 @@ async def test_a_page_too_deep_says_to_narrow_the_search() -> None:
         f"page 21 starts past the first {MAX_SEARCH_DEPTH} matches, which is as deep as a search pages; narrow the "
         "search (more words, a category or a store) to see the rest."
     )
+
+
+async def test_a_source_others_keep_claiming_says_to_try_again(shop: Shop, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each TAKE finds another chat's claim of the source in flight (finished first, then tried again): past the
+    attempts, the claim gives up with its sentence, and this chat's cart and the source's code stay as they were."""
+    transfers = shop.carts.transfers
+    finished: list[str] = []
+
+    async def another_claim_in_flight(*args: Any) -> tuple[str, list[str], str]:
+        rival = f"{len(finished):032x}"
+        return "pending", ["_to", "elsewhere", "_id", rival, "_mode", "merge", "_at", "1", "_f", ""], ""
+
+    async def finish_it(outbox: Any, *args: Any, **kwargs: Any) -> None:
+        finished.append(outbox.claim_id)
+
+    async with Client(create_server(shop)) as client:
+        await client.call_tool("add_to_cart", {"product_id": OATS, "quantity": 2}, meta={"sessionId": "strict"})
+        await client.call_tool("add_to_cart", {"product_id": OATS}, meta={"sessionId": "giver"})
+        shared = await client.call_tool("share_cart", {}, meta={"sessionId": "giver"})
+        assert shared.structured_content is not None
+        monkeypatch.setattr(transfers, "take", another_claim_in_flight)
+        monkeypatch.setattr(transfers, "_complete", finish_it)
+        before = await stored(shop)
+        result = await client.call_tool(
+            "claim_cart", {"code": shared.structured_content["code"]}, meta={"sessionId": "strict"}
+        )
+        assert result.is_error and result.structured_content is None
+        assert result.content[0].text == "That cart is being claimed by another chat right now; try again in a moment."
+        assert len(finished) == TAKE_ATTEMPTS and await stored(shop) == before
+        monkeypatch.undo()
+        claimed = await client.call_tool(
+            "claim_cart", {"code": shared.structured_content["code"]}, meta={"sessionId": "strict"}
+        )
+        assert claimed.structured_content is not None and claimed.structured_content["claimed"]["lines"] == 1
