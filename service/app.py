@@ -22,6 +22,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from service import widget_views
 from service.auth import TokensFileVerifier, allow_anonymous, build_auth
 from service.carts import CartStorageError, CartStore
 from service.catalog import load_catalog
@@ -29,13 +30,12 @@ from service.config import Settings
 from service.jsonrpc_errors import PlainEnvelopeErrors
 from service.logs import RequestIdMiddleware, configure_logging
 from service.metrics import mark_worker_dead, metrics_endpoint
+from service.playground import playground_route
 from service.readiness import storage_readiness
 from service.reloading import on_sighup
 from service.shutdown import Drain
 from service.tools import Shop, create_server
 from service.transfer_sweep import sweep_forever
-from service.playground import playground_route
-from service import widget_views
 
 logger = logging.getLogger(__name__)
 

@@ -185,7 +185,9 @@ def test_the_uri_changes_when_the_served_view_changes(tmp_path: Path) -> None:
     assert first and same and changed_view and changed_shared
     uri = {name: view.uri for name, view in first.views.items()}
     assert {name: view.uri for name, view in same.views.items()} == uri
-    assert changed_view.views["cart"].uri != uri["cart"] and changed_view.views["product-grid"].uri == uri["product-grid"]
+    assert (
+        changed_view.views["cart"].uri != uri["cart"] and changed_view.views["product-grid"].uri == uri["product-grid"]
+    )
     assert all(changed_shared.views[name].uri != uri[name] for name in uri)  # a shared part is in both views
     for view in first.views.values():
         assert view.uri.removeprefix("ui://weft/").removesuffix(".html").rsplit("-", 1)[1].isalnum()
@@ -225,7 +227,9 @@ async def test_the_server_starts_without_views_and_declares_no_ui(tmp_path: Path
         (lambda d: (d / "cart.html").write_text(CART.replace(SCRIPT_TAG, "")), "cart.html must contain"),
         (lambda d: (d / "cart.html").write_text(CART + SCRIPT_TAG), "exactly once (found 2)"),
         (
-            lambda d: (d / "product-grid.html").write_text(GRID.replace(SCRIPT_TAG, '<script src="bridge.js" ></script>')),
+            lambda d: (d / "product-grid.html").write_text(
+                GRID.replace(SCRIPT_TAG, '<script src="bridge.js" ></script>')
+            ),
             "product-grid.html must contain",
         ),
         (lambda d: (d / "bridge.js").write_text("x = '</script>';"), "</script"),
@@ -364,3 +368,13 @@ def test_script_hashes_are_over_the_inline_script_text() -> None:
     html = '<p>x</p><script src="x.js"></script><script>let a = 1 < 2;\r\n</script><script type="module"></script>'
     empty = "'sha256-" + base64.b64encode(hashlib.sha256(b"").digest()).decode() + "'"
     assert script_hashes(html) == [expected, empty]
+
+
+async def test_tools_list_with_the_widgets_stays_within_its_budget(views_dir: Path) -> None:
+    from bench.tool_list import measure
+
+    with_views = await measure(views_dir)
+    without = await measure(views_dir / "absent")
+    assert with_views.widget_meta_bytes > 0 and without.widget_meta_bytes == 0
+    assert with_views.total_bytes - without.total_bytes == with_views.widget_meta_bytes + len(',"_meta":') * 9
+    assert with_views.tokens <= 6000  # BENCHMARKS.md (h)
