@@ -126,13 +126,29 @@ def load_widget_views(directory: Path, catalog: Catalog, domain: str | None = No
     Once a view file is there, anything missing (the other view, ``widget.css``, ``bridge.js``, either tag)
     is a ``WidgetViewError``: a half-installed UI must stop the start, not serve a broken view.
     """
-    present = [spec for spec in SPECS if (directory / spec.file).is_file()]
-    if not present:
+    pages = served_pages(directory)
+    if pages is None:
         logger.warning(
             "No widget views in %s (%s): tools are served without a UI",
             directory,
             ", ".join(spec.file for spec in SPECS),
         )
+        return None
+    origins = image_origins(catalog)
+    views = {}
+    for spec in SPECS:
+        uri = versioned_uri(spec.name, pages[spec.name])
+        views[spec.name] = View(spec, uri, pages[spec.name], resource_meta(spec, origins, domain))
+    return WidgetViews(views, origins)
+
+
+def served_pages(directory: Path) -> dict[str, str] | None:
+    """Each view's page as served (shared parts inlined), by name; None when no view file is there.
+
+    ``weft-mcp serve`` calls this before starting workers, so a broken view stops the start with one line.
+    """
+    present = [spec for spec in SPECS if (directory / spec.file).is_file()]
+    if not present:
         return None
     missing = [spec.file for spec in SPECS if spec not in present]
     missing += [name for name in (STYLE_FILE, SCRIPT_FILE) if not (directory / name).is_file()]
@@ -144,13 +160,7 @@ def load_widget_views(directory: Path, catalog: Catalog, domain: str | None = No
         raise WidgetViewError(f"{STYLE_FILE} contains '</style', which would end the inlined style early")
     if "</script" in script.lower():
         raise WidgetViewError(f"{SCRIPT_FILE} contains '</script', which would end the inlined script early")
-    origins = image_origins(catalog)
-    views = {}
-    for spec in SPECS:
-        html = inline_parts(read_text(directory / spec.file), spec.file, css, script)
-        uri = versioned_uri(spec.name, html)
-        views[spec.name] = View(spec, uri, html, resource_meta(spec, origins, domain))
-    return WidgetViews(views, origins)
+    return {spec.name: inline_parts(read_text(directory / spec.file), spec.file, css, script) for spec in SPECS}
 
 
 def read_text(path: Path) -> str:

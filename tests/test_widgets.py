@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -378,3 +379,29 @@ async def test_tools_list_with_the_widgets_stays_within_its_budget(views_dir: Pa
     assert with_views.widget_meta_bytes > 0 and without.widget_meta_bytes == 0
     assert with_views.total_bytes - without.total_bytes == with_views.widget_meta_bytes + len(',"_meta":') * 9
     assert with_views.tokens <= 6000  # BENCHMARKS.md (h)
+
+
+def test_serve_stops_with_one_line_on_a_broken_view(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import argparse
+
+    from service import cli, widget_views
+
+    broken = write_placeholder_views(tmp_path / "widgets")
+    (broken / "bridge.js").unlink()
+    monkeypatch.setattr(widget_views, "WIDGETS_DIR", broken)
+    for name in [name for name in os.environ if name.startswith("WEFT_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)  # no .env
+
+    def must_not_serve(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("weft-mcp serve went on to serve with a broken view")
+
+    monkeypatch.setattr("service.http_server.serve", must_not_serve)
+    monkeypatch.setattr("signal.signal", lambda *args: None)
+    assert cli._serve(argparse.Namespace(host=None, port=None, workers=None)) == 2
+    err = capsys.readouterr().err.strip()  # the catalog's start-up lines, then the one that says why it stopped
+    assert "Traceback" not in err
+    last = err.splitlines()[-1]
+    assert last.startswith("weft-mcp: widget views in ") and last.endswith("bridge.js missing"), last
