@@ -41,6 +41,8 @@ window.bridge = (() => {
     });
     document.documentElement.dataset.theme = init.hostContext.theme;
     document.documentElement.lang = init.hostContext.locale;
+    const rtl = ["he", "ar", "fa", "ur"].includes(init.hostContext.locale.split("-")[0]);
+    document.documentElement.dir = rtl ? "rtl" : "ltr";
     notify("ui/notifications/initialized", {});
   };
   const sized = () => notify("ui/notifications/size-changed", {
