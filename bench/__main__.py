@@ -220,7 +220,8 @@ def section_h(plan: Plan) -> None:
     r = run_tool_list()
     print(f"\n(h) tools/list: what every assistant reads; estimated tokens = bytes/{BYTES_PER_TOKEN}")
     print(
-        f"{r.tools} tools: {r.total_bytes} bytes, ~{r.tokens} tokens (outputSchemas {r.output_schema_bytes} bytes); "
+        f"{r.tools} tools: {r.total_bytes} bytes, ~{r.tokens} tokens (outputSchemas {r.output_schema_bytes} bytes, "
+        f"widget _meta {r.widget_meta_bytes} bytes); "
         f"instructions {r.instructions_bytes} bytes; goal <= 6000 tokens: {verdict(r.tokens <= 6000)}"
     )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import dataclass
+from pathlib import Path
 
 from mcp import Client
 
@@ -12,6 +13,7 @@ from service.carts import CartStore
 from service.catalog import load_catalog
 from service.config import Settings
 from service.tools import Shop, create_server
+from service.widget_views import WIDGETS_DIR, load_widget_views
 
 BYTES_PER_TOKEN = 4  # the usual estimate for English and JSON; no tokenizer is installed here
 
@@ -21,6 +23,7 @@ class ToolListSize:
     tools: int
     total_bytes: int  # the tools/list result as compact JSON, as it goes on the wire
     output_schema_bytes: int  # of which the outputSchemas
+    widget_meta_bytes: int  # of which the tools' _meta (the widgets; 0 when no views are installed)
     instructions_bytes: int  # the server's instructions (sent once, in initialize)
 
     @property
@@ -32,18 +35,22 @@ def compact(value: object) -> int:
     return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
 
 
-async def measure() -> ToolListSize:
-    settings = Settings(_env_file=None)  # defaults: the debug tool registered, as deployed by default
+async def measure(widgets_dir: Path = WIDGETS_DIR) -> ToolListSize:
+    """As deployed by default: the debug tool registered, and the widgets' ``_meta`` when the views are installed."""
+    settings = Settings(_env_file=None)
+    catalog = load_catalog(None)
+    views = load_widget_views(widgets_dir, catalog)
     carts = CartStore.from_settings(settings)
     try:
-        async with Client(create_server(Shop(catalog=load_catalog(None), carts=carts, settings=settings))) as client:
+        async with Client(create_server(Shop(catalog=catalog, carts=carts, settings=settings), views=views)) as client:
             listed = await client.list_tools()
             instructions = client.instructions or ""
     finally:
         await carts.aclose()
     wire = listed.model_dump(mode="json", by_alias=True, exclude_none=True)
     schemas = sum(compact(tool["outputSchema"]) for tool in wire["tools"] if "outputSchema" in tool)
-    return ToolListSize(len(wire["tools"]), compact(wire), schemas, len(instructions.encode()))
+    metas = sum(compact(tool["_meta"]) for tool in wire["tools"] if tool.get("_meta"))
+    return ToolListSize(len(wire["tools"]), compact(wire), schemas, metas, len(instructions.encode()))
 
 
 def run_tool_list() -> ToolListSize:

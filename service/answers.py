@@ -96,7 +96,8 @@ def money(amount: Decimal | None) -> str | None:
     return None if amount is None else f"{amount:.2f}"
 
 
-def product_payload(product: Product) -> dict[str, Any]:
+def product_payload(product: Product, currency: str) -> dict[str, Any]:
+    """One product as search_products gives it; ``currency`` is its store's, for formatting ``price``."""
     return {
         "id": product.id,
         "name": product.name,
@@ -105,6 +106,7 @@ def product_payload(product: Product) -> dict[str, Any]:
         "image": product.image,
         "url": product.url,
         "is_purchasable": product.is_purchasable,
+        "currency": currency,
     }
 
 
@@ -339,18 +341,23 @@ def search_answer(
     catalog: Catalog,
     cart_id: str | None = None,
 ) -> CallToolResult:
-    payload = search_payload(page, query, category, store_id, cart_id)
+    payload = search_payload(page, query, category, store_id, catalog, cart_id)
     return text_result(search_text(page, query, category, catalog), payload)
 
 
 def search_payload(
-    page: SearchPage, query: str, category: str | None, store_id: str | None, cart_id: str | None = None
+    page: SearchPage,
+    query: str,
+    category: str | None,
+    store_id: str | None,
+    catalog: Catalog,
+    cart_id: str | None = None,
 ) -> dict[str, Any]:
     """DESIGN.md's search shape (``pagination`` in camelCase), which product-grid widgets read; ``cart_id`` is
     the cart the call named (so a widget's add buttons reach it), else null."""
     return {
         "cart_id": cart_id,
-        "products": [product_payload(p) for p in page.products],
+        "products": [product_payload(p, catalog.stores[p.store_id].currency) for p in page.products],
         "pagination": {
             "currentPage": page.page,
             "totalPages": page.total_pages,

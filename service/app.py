@@ -11,6 +11,7 @@ import logging
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import anyio
 from mcp.server.transport_security import TransportSecuritySettings
@@ -21,6 +22,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from service import widget_views
 from service.auth import TokensFileVerifier, allow_anonymous, build_auth
 from service.carts import CartStorageError, CartStore
 from service.catalog import load_catalog
@@ -28,6 +30,7 @@ from service.config import Settings
 from service.jsonrpc_errors import PlainEnvelopeErrors
 from service.logs import RequestIdMiddleware, configure_logging
 from service.metrics import mark_worker_dead, metrics_endpoint
+from service.playground import playground_route
 from service.readiness import storage_readiness
 from service.reloading import on_sighup
 from service.shutdown import Drain
@@ -84,8 +87,10 @@ def transport_security(settings: Settings) -> TransportSecuritySettings:
     return TransportSecuritySettings(enable_dns_rebinding_protection=True, allowed_hosts=hosts, allowed_origins=origins)
 
 
-def create_app(settings: Settings | None = None) -> Starlette:
-    """Build one worker's app; uvicorn calls this in every worker process (``factory=True``)."""
+def create_app(settings: Settings | None = None, widgets_dir: Path | None = None) -> Starlette:
+    """Build one worker's app; uvicorn calls this in every worker process (``factory=True``).
+
+    ``widgets_dir`` (tests) holds the widget views instead of the package's ``service/widgets``."""
     settings = settings or Settings()
     configure_logging(settings.log_level, settings.log_format)
     sys.setswitchinterval(GIL_SWITCH_SECONDS)
@@ -94,7 +99,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
     carts = CartStore.from_settings(settings)
     auth = build_auth(settings)  # None unless WEFT_AUTH_TOKENS_FILE or the WEFT_AUTH_JWKS_URL trio is set
     shop = Shop(catalog=catalog, carts=carts, settings=settings)  # one Shop, so one cart_id signer, per worker
-    server = create_server(shop, auth)
+    views = widget_views.load_widget_views(widgets_dir or widget_views.WIDGETS_DIR, catalog, settings.widget_domain)
+    server = create_server(shop, auth, views)
     mcp_app = server.streamable_http_app(
         streamable_http_path=MCP_PATH,
         json_response=True,
@@ -160,6 +166,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
+            *([playground_route(settings, views)] if settings.playground else []),
             Mount("/", app=McpEndpointGuard(mcp_app)),
         ],
         lifespan=lifespan,

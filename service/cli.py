@@ -40,6 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from service import widget_views
     from service.auth import TokensFileError, build_auth
     from service.catalog import CatalogError
     from service.catalog_check import check_catalog
@@ -47,6 +48,7 @@ def _serve(args: argparse.Namespace) -> int:
     from service.http_server import serve
     from service.logs import configure_logging
     from service.metrics import prepare_multiprocess_dir
+    from service.widget_views import WidgetViewError, served_pages
 
     # Flags win over the environment; workers read their settings from the environment.
     for name in ("host", "port", "workers"):
@@ -70,7 +72,8 @@ def _serve(args: argparse.Namespace) -> int:
     try:  # fail here, with one line, rather than in every worker with a traceback
         check_catalog(settings.stores_dir, settings.workers, settings.log_level, settings.log_format)
         build_auth(settings)  # an unreadable or malformed WEFT_AUTH_TOKENS_FILE
-    except (CatalogError, TokensFileError) as exc:
+        served_pages(widget_views.WIDGETS_DIR)  # a half-installed widget view
+    except (CatalogError, TokensFileError, WidgetViewError) as exc:
         print(f"weft-mcp: {exc}", file=sys.stderr)
         return 2
     # After a graceful stop uvicorn re-raises the SIGTERM it caught; exiting 0 then is the answer to a stop request.

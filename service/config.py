@@ -92,14 +92,26 @@ class Settings(BaseSettings):
     max_connections: int = Field(
         default=1000, ge=1, description="Open connections per worker (lowered to fit ulimit -n); more get 503."
     )
+    playground: bool = Field(default=True, description="GET / serves a page to shop through the widgets.")
+    widget_domain: str | None = Field(
+        default=None, max_length=253, description="The widgets' dedicated domain (ui.domain, openai/widgetDomain)."
+    )
     shutdown_drain_seconds: float = Field(
         default=5.0, ge=0, le=300, description="After SIGTERM, /readyz says 503 this long before the server stops."
     )
 
-    @field_validator("redis_url", "stores_dir", mode="before")
+    @field_validator("redis_url", "stores_dir", "widget_domain", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("widget_domain")
+    @classmethod
+    def _domain_is_one_word(cls, value: str | None) -> str | None:
+        """Copied into the views' ``_meta`` as given; a space or control character there is a typo."""
+        if value is not None and (not value.isprintable() or any(ch.isspace() for ch in value)):
+            raise ValueError("must be one domain or origin, like https://shop.example.com, with no spaces")
+        return value.strip() if value else value
 
     @field_validator("redis_url")
     @classmethod

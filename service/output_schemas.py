@@ -70,6 +70,7 @@ SEARCH = obj(
                     "image": NULLABLE_STRING,
                     "url": NULLABLE_STRING,
                     "is_purchasable": {"type": "boolean"},
+                    "currency": {"type": "string"},  # the store's, for formatting price
                 }
             ),
         },

@@ -21,6 +21,7 @@ from service.output_schemas import output_type
 from service.protocol_errors import PlainMethodErrors, PlainToolErrors
 from service.shop import Shop
 from service.transfer_codes import MAX_INPUT_LENGTH
+from service.widget_views import WidgetViews
 
 __all__ = ["Shop", "create_server"]
 
@@ -101,8 +102,14 @@ def quantity_schema(low: int, high: int, description: str) -> WithJsonSchema:
     return WithJsonSchema({"type": "integer", "minimum": low, "maximum": high, "description": description})
 
 
-def create_server(shop: Shop, auth: AuthSetup | None = None) -> MCPServer:
-    """The MCP server with the tools of DESIGN.md bound to ``shop``; ``auth`` turns on bearer tokens."""
+def ui_meta(views: WidgetViews | None, tool: str) -> dict[str, Any] | None:
+    """The tool's widget ``_meta``, declared to every client (some hosts declare no Apps support, yet render)."""
+    return views.for_tool(tool) if views else None
+
+
+def create_server(shop: Shop, auth: AuthSetup | None = None, views: WidgetViews | None = None) -> MCPServer:
+    """The MCP server with the tools of DESIGN.md bound to ``shop``; ``auth`` turns on bearer tokens; ``views``
+    (service.widget_views) adds the widgets: their resources, and the ``_meta`` of the tools that show them."""
     server = PlainToolErrors(
         name="weft",
         version=__version__,
@@ -111,8 +118,10 @@ def create_server(shop: Shop, auth: AuthSetup | None = None) -> MCPServer:
         token_verifier=auth.verifier if auth else None,
         auth=auth.settings if auth else None,
     )
-    register_catalog_tools(server, shop)
-    register_cart_tools(server, shop)
+    register_catalog_tools(server, shop, views)
+    register_cart_tools(server, shop, views)
+    if views is not None:
+        views.register(server)
     if shop.settings.debug_tool:
         register_debug_tool(server, shop)
 
@@ -124,7 +133,7 @@ def create_server(shop: Shop, auth: AuthSetup | None = None) -> MCPServer:
     return server
 
 
-def register_catalog_tools(server: MCPServer, shop: Shop) -> None:
+def register_catalog_tools(server: MCPServer, shop: Shop, views: WidgetViews | None = None) -> None:
     @server.tool(
         name="list_stores",
         title="List stores",
@@ -137,6 +146,7 @@ def register_catalog_tools(server: MCPServer, shop: Shop) -> None:
 
     @server.tool(
         name="search_products",
+        meta=ui_meta(views, "search_products"),
         title="Search products",
         description=(
             "Use first, to find products to add. Every word of `search` must match the name, category or "
@@ -158,13 +168,14 @@ def register_catalog_tools(server: MCPServer, shop: Shop) -> None:
         return await shop.search_products(ctx, search, category, store, page, page_size, cart_id)
 
 
-def register_cart_tools(server: MCPServer, shop: Shop) -> None:
+def register_cart_tools(server: MCPServer, shop: Shop, views: WidgetViews | None = None) -> None:
     """The cart tools; the quantity schemas carry the cart store's limit, as the Shop's checks do."""
     add_quantity = quantity_schema(1, shop.max_quantity, "How many to add.")
     set_quantity = quantity_schema(0, shop.max_quantity, "The line's new quantity; 0 removes the line.")
 
     @server.tool(
         name="add_to_cart",
+        meta=ui_meta(views, "add_to_cart"),
         title="Add to cart",
         description="Use to put a product in the cart: `product_id` from search_products, `quantity` added to its "
         "line. Without cart_id (or a conversation id) a new cart is made." + PASS_CART_ID + CART_BACK,
@@ -177,6 +188,7 @@ def register_cart_tools(server: MCPServer, shop: Shop) -> None:
 
     @server.tool(
         name="update_cart_item",
+        meta=ui_meta(views, "update_cart_item"),
         title="Change quantity",
         description="Use to set how many of a product the cart holds: `product_id` of a cart line, `quantity` the "
         "new amount (0 removes the line)." + PASS_CART_ID + CART_BACK,
@@ -189,6 +201,7 @@ def register_cart_tools(server: MCPServer, shop: Shop) -> None:
 
     @server.tool(
         name="remove_from_cart",
+        meta=ui_meta(views, "remove_from_cart"),
         title="Remove from cart",
         description="Use to drop a product's line from the cart (`product_id` of the line)." + PASS_CART_ID + CART_BACK,
         annotations=SETS,
@@ -200,6 +213,7 @@ def register_cart_tools(server: MCPServer, shop: Shop) -> None:
 
     @server.tool(
         name="view_cart",
+        meta=ui_meta(views, "view_cart"),
         title="View cart",
         description="Use to show what is in the cart. Changes nothing." + PASS_CART_ID + CART_BACK,
         annotations=READ_ONLY,
@@ -209,6 +223,7 @@ def register_cart_tools(server: MCPServer, shop: Shop) -> None:
 
     @server.tool(
         name="clear_cart",
+        meta=ui_meta(views, "clear_cart"),
         title="Clear cart",
         description="Use to empty the cart, every line at once." + PASS_CART_ID + " Returns the empty cart.",
         annotations=SETS,
@@ -218,6 +233,7 @@ def register_cart_tools(server: MCPServer, shop: Shop) -> None:
 
     @server.tool(
         name="checkout_link",
+        meta=ui_meta(views, "checkout_link"),
         title="Checkout links",
         description="Use when the shopper is ready to buy. Returns links that open each store's own cart with this "
         "cart's lines, to review and pay there (opening one places no order; a big cart gets several links)."
@@ -229,15 +245,16 @@ def register_cart_tools(server: MCPServer, shop: Shop) -> None:
     ) -> Annotated[CallToolResult, output_type("checkout_link")]:
         return await shop.checkout_link(ctx, cart_id)
 
-    register_transfer_tools(server, shop)
+    register_transfer_tools(server, shop, views)
 
 
-def register_transfer_tools(server: MCPServer, shop: Shop) -> None:
+def register_transfer_tools(server: MCPServer, shop: Shop, views: WidgetViews | None = None) -> None:
     """share_cart and claim_cart: a cart's lines moved to another chat's cart, by a short code or a cart_id."""
     minutes = max(1, round(shop.carts.transfers.code_ttl_seconds / 60))
 
     @server.tool(
         name="share_cart",
+        meta=ui_meta(views, "share_cart"),
         title="Share cart",
         description=f"Use to continue this cart in another chat or device. Returns a transfer code (like BCDF-GHJK), "
         f"valid {minutes} minutes and once, for claim_cart there; sharing again replaces the previous code."
@@ -249,6 +266,7 @@ def register_transfer_tools(server: MCPServer, shop: Shop) -> None:
 
     @server.tool(
         name="claim_cart",
+        meta=ui_meta(views, "claim_cart"),
         title="Claim shared cart",
         description="Use to bring another cart's lines into this cart: pass `code` (from share_cart; case, spaces "
         "and dashes do not matter) or `from_cart_id` (that cart's cart_id), not both. The other cart is left "

@@ -100,7 +100,17 @@ async def test_search_products_shape(shop: Shop) -> None:
         data = await Chat(client, "a").ok("search_products", search="oats", page_size=2)
         assert set(data) == {"products", "pagination", "filters", "cart_id"}
         assert data["cart_id"] == (await Chat(client, "a").ok("view_cart"))["cart_id"]  # the conversation's cart
-        assert set(data["products"][0]) == {"id", "name", "price", "category", "image", "url", "is_purchasable"}
+        assert set(data["products"][0]) == {
+            "id",
+            "name",
+            "price",
+            "category",
+            "image",
+            "url",
+            "is_purchasable",
+            "currency",
+        }
+        assert {p["currency"] for p in data["products"]} == {"ILS"}  # the demo store's, for formatting price
         pagination = data["pagination"]
         assert pagination["pageSize"] == 2 and pagination["currentPage"] == 1 and not pagination["hasPrev"]
         assert pagination["hasNext"] == (pagination["totalProducts"] > 2)
