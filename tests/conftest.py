@@ -115,3 +115,7 @@ def shared_catalog_file() -> Path:
     if not SHARED_CATALOG.is_file():
         pytest.skip(f"the shared scraped catalog is absent ({SHARED_CATALOG})")
     return SHARED_CATALOG.resolve()
+
+
+# The session's headless Chromium for the widget tests (tests/browser.py: skips with the reason when it is missing).
+from tests.browser import chromium  # noqa: E402, F401
