@@ -6,8 +6,6 @@ the real views in service/widgets once they are there, and against tests/widget_
 
 from __future__ import annotations
 
-import os
-import shutil
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,35 +19,7 @@ from tests.widget_placeholders import REAL_VIEWS, write_placeholder_views
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM = "/usr/bin/chromium"
 TOKEN = "playground-token-0123456789"
-
-
-def _browser_missing() -> str | None:
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        return "playwright is not installed (pip install -e '.[test]')"
-    if not Path(CHROMIUM).is_file() and not shutil.which("chromium"):
-        return f"{CHROMIUM} is absent (apt-get install chromium)"
-    return None
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    reason = _browser_missing()
-    if reason:
-        if os.environ.get("WEFT_TEST_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"WEFT_TEST_REQUIRE_BROWSER=1 but {reason}")
-        pytest.skip(reason)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 @dataclass(kw_only=True)
@@ -84,8 +54,9 @@ def server(widgets_dir: Path | None) -> Iterator[ServeWithViews]:
 
 
 @pytest.fixture
-def page(browser: Any) -> Iterator[Any]:
-    context = browser.new_context()
+def page(chromium: Any) -> Iterator[Any]:
+    """A fresh context in the run's one Chromium (tests.browser: two sync playwrights cannot share a process)."""
+    context = chromium.new_context()
     page = context.new_page()
     problems: list[str] = []
     page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
