@@ -10,7 +10,6 @@ when one is missing; ``pytest -m "not e2e and not redis"`` therefore starts no s
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 import time
 import uuid
@@ -40,7 +39,14 @@ SHARED_CATALOG = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" 
 
 
 SERVER_MARKERS = ("redis", "e2e")
-REDIS_FIXTURES = {"redis_url", "redis_client", "private_redis", "redis_cluster", "containers_redis", "containers_redis_url"}
+REDIS_FIXTURES = {
+    "redis_url",
+    "redis_client",
+    "private_redis",
+    "redis_cluster",
+    "containers_redis",
+    "containers_redis_url",
+}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -513,7 +513,9 @@ def _add_in_process(redis_url: str, key_prefix: str, adds: int, start: multiproc
 
 @pytest.mark.redis
 @pytest.mark.parametrize("backend", REAL_REDIS)
-async def test_two_processes_adding_lose_nothing(store: CartStore, backend: str, request: pytest.FixtureRequest) -> None:
+async def test_two_processes_adding_lose_nothing(
+    store: CartStore, backend: str, request: pytest.FixtureRequest
+) -> None:
     """Two worker processes each adding 1 a hundred times to one line on a real Redis end at exactly 200."""
     redis_url = real_redis_url(request, backend)
     context = multiprocessing.get_context("spawn")
@@ -916,9 +918,7 @@ async def test_purge_idle_across_scan_batches_survives_lost_scripts(
 
 @pytest.mark.redis
 @pytest.mark.parametrize("backend", REAL_REDIS)
-async def test_sweeps_call_their_scripts_by_sha(
-    store: CartStore, backend: str, request: pytest.FixtureRequest
-) -> None:
+async def test_sweeps_call_their_scripts_by_sha(store: CartStore, backend: str, request: pytest.FixtureRequest) -> None:
     """Counting, listing and purging send EVALSHA (the scripts are class constants loaded once), never EVAL."""
     if backend == "redis" and os.environ.get("WEFT_TEST_REDIS_URL"):
         pytest.skip("CONFIG RESETSTAT is server-wide; not run against a shared WEFT_TEST_REDIS_URL server")
