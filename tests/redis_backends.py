@@ -17,7 +17,7 @@ REAL_REDIS_NAMES = ("redis", "containers")
 
 
 def real_redis_url(request: pytest.FixtureRequest, backend: str) -> str:
-    """The URL of ``backend``'s server (the container is flushed after the test)."""
+    """The URL of ``backend``'s server."""
     if backend not in REAL_REDIS_NAMES:
         raise ValueError(f"not a real-Redis backend: {backend!r}")
     return str(request.getfixturevalue("containers_redis_url" if backend == "containers" else "redis_url"))

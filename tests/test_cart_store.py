@@ -4,7 +4,7 @@ Backends: ``embedded`` (``CartStore.connect(None)``, in-process fakeredis), ``fa
 ``FakeAsyncRedis`` handed to the constructor), ``redis`` (a real server from the session
 ``redis_url`` fixture) and ``containers`` (the session's testcontainers Redis), each requested only
 when that backend is selected (tests/redis_backends.py). Each test has a key prefix of its own and
-deletes its keys at teardown, so a shared Redis is never flushed (the private container is flushed too).
+deletes its keys at teardown, so a shared Redis is never flushed.
 """
 
 from __future__ import annotations
