@@ -104,7 +104,7 @@ def ensure_image(engine: Engine, image: str) -> str:
 
 
 @contextmanager
-def testcontainers_settings(docker_host: str) -> Iterator[None]:
+def settings_for_testcontainers(docker_host: str) -> Iterator[None]:
     """The settings testcontainers needs here, for the duration of the block only. testcontainers reads
     its environment once, at import, so its configuration object is set too; both are put back after."""
     from testcontainers.core.config import ConnectionMode, testcontainers_config
@@ -162,7 +162,7 @@ class ContainerRedis:
     container: Any = None
 
     def start(self) -> ContainerRedis:
-        with testcontainers_settings(self.engine.docker_host):
+        with settings_for_testcontainers(self.engine.docker_host):
             container = _redis_container_class()(image=self.image).with_kwargs(labels={LABEL: self.label})
             container.start()  # removes what it created when the start or the PING wait fails
             self.container = container
@@ -173,7 +173,7 @@ class ContainerRedis:
     def stop(self) -> None:
         if self.container is None:
             return
-        with testcontainers_settings(self.engine.docker_host):
+        with settings_for_testcontainers(self.engine.docker_host):
             self.container.stop(force=True, delete_volume=True)
         self.container = None
 
