@@ -124,7 +124,7 @@ def containers_redis(request: pytest.FixtureRequest) -> Iterator[ContainerRedis]
         LEG.timings["engine"] = f"{time.monotonic() - start:.1f} s"
         LEG.engine = engine.description
         start = time.monotonic()
-        LEG.timings["image"] = f"{ensure_image(engine, LEG.image)} ({time.monotonic() - start:.1f} s)"
+        LEG.timings[f"image {ensure_image(engine, LEG.image)}"] = f"{time.monotonic() - start:.1f} s"
         remove_orphans(engine)
     except NoEngine as reason:
         LEG.skipped = str(reason)
@@ -140,7 +140,7 @@ def containers_redis(request: pytest.FixtureRequest) -> Iterator[ContainerRedis]
     finally:
         start = time.monotonic()
         container.stop()
-        LEG.timings["container stop"] = f"{time.monotonic() - start:.1f} s"
+        LEG.timings["stop"] = f"{time.monotonic() - start:.1f} s"
         left = labelled(engine, container.label)
         for leftover in left:
             leftover.remove(force=True, v=True)
