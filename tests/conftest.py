@@ -107,7 +107,10 @@ def _container_engine(request: pytest.FixtureRequest) -> Engine:
     reason = why_no_podman()
     if reason:
         raise NoEngine(f"DOCKER_HOST is unset, nothing answers on {DOCKER_SOCKET}, and podman cannot run: {reason}")
-    podman: PodmanService = request.getfixturevalue("podman_service")
+    try:
+        podman: PodmanService = request.getfixturevalue("podman_service")
+    except RuntimeError as error:  # installed, but its service would not answer
+        raise NoEngine(f"the private podman service did not start: {error}") from error
     version = podman.podman("--version").stdout.strip()
     return Engine(podman.env["DOCKER_HOST"], f"{version} (private service)", {**podman.env, "ENGINE": "podman"})
 
