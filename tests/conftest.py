@@ -1,4 +1,5 @@
-"""Shared fixtures: a real Redis (found, started, or skipped with the reason) and store folders.
+"""Shared fixtures: a real Redis (found, started, or skipped with the reason), a Redis in a container
+(the ``containers`` backend, tests/redis_container.py) and store folders.
 
 Markers mean what they say: a test that starts a redis-server (or uses ``redis_url``) is marked
 ``redis``, one that starts ``weft-mcp serve`` or nginx is marked ``e2e``. Each test runs with
@@ -9,7 +10,8 @@ when one is missing; ``pytest -m "not e2e and not redis"`` therefore starts no s
 from __future__ import annotations
 
 import os
-import shutil
+import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,13 +20,33 @@ import pytest
 import redis
 
 from harness.processes import MAY_START, RedisProcess
+from tests.podman_engine import PodmanService, why_no_podman
+from tests.redis_container import (
+    DOCKER_SOCKET,
+    LEG,
+    ContainerRedis,
+    Engine,
+    NoEngine,
+    ensure_image,
+    external_engine,
+    image_name,
+    labelled,
+    remove_orphans,
+)
 from tests.redis_server import RedisCluster, require_redis_server
 
 SHARED_CATALOG = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "nitzat-haduvdevan-products.json"
 
 
 SERVER_MARKERS = ("redis", "e2e")
-REDIS_FIXTURES = {"redis_url", "redis_client", "private_redis", "redis_cluster"}
+REDIS_FIXTURES = {
+    "redis_url",
+    "redis_client",
+    "private_redis",
+    "redis_cluster",
+    "containers_redis",
+    "containers_redis_url",
+}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -49,40 +71,112 @@ def pytest_runtest_teardown(item: pytest.Item) -> None:
     os.environ.pop(MAY_START, None)  # fixtures of wider scope stop (never start) after the last test
 
 
-def _docker_answers() -> bool:
-    try:
-        import docker
-
-        docker.from_env(timeout=2).ping()
-        return True
-    except Exception:
-        return False
-
-
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
-    """``WEFT_TEST_REDIS_URL``, else a private ``redis-server``, else testcontainers, else skip (or fail in CI)."""
+    """``WEFT_TEST_REDIS_URL``, else a private ``redis-server``, else skip (or fail in CI). A Redis in a
+    container is the separate ``containers`` backend (``containers_redis_url``)."""
     url = os.environ.get("WEFT_TEST_REDIS_URL")
     if url:
         yield url
         return
-    if shutil.which("redis-server"):
-        server = RedisProcess().start()
-        try:
-            yield server.url
-        finally:
-            server.stop()
-        return
-    if _docker_answers():
-        from testcontainers.redis import RedisContainer
+    require_redis_server()
+    server = RedisProcess().start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
 
-        with RedisContainer("redis:7-alpine") as container:
-            yield f"redis://{container.get_container_host_ip()}:{container.get_exposed_port(6379)}/0"
+
+@pytest.fixture(scope="session")
+def podman_service() -> Iterator[PodmanService]:
+    """One private rootful podman per session, shared by the containers backend and the stack test: one
+    service on one storage, so the offline images are built once and nothing races over them."""
+    with tempfile.TemporaryDirectory(prefix="weft-podman-") as folder:
+        engine = PodmanService(Path(folder)).start()
+        try:
+            yield engine
+        finally:
+            engine.stop()
+
+
+def _container_engine(request: pytest.FixtureRequest) -> Engine:
+    """A Docker engine that answers, else the session's private podman, else NoEngine with the reason."""
+    engine = external_engine()
+    if engine is not None:
+        return engine
+    reason = why_no_podman()
+    if reason:
+        raise NoEngine(f"DOCKER_HOST is unset, nothing answers on {DOCKER_SOCKET}, and podman cannot run: {reason}")
+    try:
+        podman: PodmanService = request.getfixturevalue("podman_service")
+    except RuntimeError as error:  # installed, but its service would not answer
+        raise NoEngine(f"the private podman service did not start: {error}") from error
+    version = podman.podman("--version").stdout.strip()
+    return Engine(podman.env["DOCKER_HOST"], f"{version} (private service)", {**podman.env, "ENGINE": "podman"})
+
+
+@pytest.fixture(scope="session")
+def containers_redis(request: pytest.FixtureRequest) -> Iterator[ContainerRedis]:
+    """One testcontainers Redis for the session (the ``containers`` backend), removed at the end however the
+    tests went; the session fails if any container of it is left. Skipped with the reason when no engine or
+    image can be had; ``WEFT_TEST_REQUIRE_CONTAINERS=1`` (set by .ci/run) makes that a failure."""
+    LEG.image = image_name()
+    try:
+        start = time.monotonic()
+        engine = _container_engine(request)
+        LEG.timings["engine"] = f"{time.monotonic() - start:.1f} s"
+        LEG.engine = engine.description
+        start = time.monotonic()
+        LEG.timings[f"image {ensure_image(engine, LEG.image)}"] = f"{time.monotonic() - start:.1f} s"
+        remove_orphans(engine)
+    except NoEngine as reason:
+        LEG.skipped = str(reason)
+        if os.environ.get("WEFT_TEST_REQUIRE_CONTAINERS") == "1":
+            pytest.fail(f"WEFT_TEST_REQUIRE_CONTAINERS=1 but {reason}")
+        pytest.skip(str(reason))
+    container = ContainerRedis(engine, LEG.image)
+    try:
+        start = time.monotonic()
+        container.start()
+        LEG.timings["container start"] = f"{time.monotonic() - start:.1f} s"
+        yield container
+    finally:
+        start = time.monotonic()
+        container.stop()
+        LEG.timings["stop"] = f"{time.monotonic() - start:.1f} s"
+        left = labelled(engine, container.label)
+        for leftover in left:
+            leftover.remove(force=True, v=True)
+        assert not left, f"containers left behind: {[c.name for c in left]}"
+
+
+@pytest.fixture
+def containers_redis_url(containers_redis: ContainerRedis) -> str:
+    """The session's container Redis. Tests clean up their own key prefix, as on the redis-server backend (a
+    FLUSHALL between tests would also reset the key table's size, which the shared server never sees)."""
+    return containers_redis.url
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Count the outcomes of the tests that ran on the containers backend, for the summary line."""
+    if "containers" not in report.keywords:
         return
-    reason = "no real Redis: WEFT_TEST_REDIS_URL is unset, redis-server is not installed and no Docker engine answers"
-    if os.environ.get("WEFT_TEST_REQUIRE_REDIS") == "1":
-        pytest.fail(f"WEFT_TEST_REQUIRE_REDIS=1 but {reason}")
-    pytest.skip(reason)
+    LEG.test_seconds += report.duration
+    outcome = None
+    if report.when == "call":
+        outcome = report.outcome
+    elif report.failed:
+        outcome = "errors"
+    elif report.skipped:
+        outcome = "skipped"
+    if outcome:
+        LEG.outcomes[outcome] = LEG.outcomes.get(outcome, 0) + 1
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    line = LEG.summary()
+    if line:
+        terminalreporter.write_line(line)
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,6 @@
-"""A private rootful podman that serves the Docker API to docker-compose, for the stack test.
+"""A private rootful podman that serves the Docker API: to docker-compose for the stack test, and to
+testcontainers for the containers Redis backend (tests/redis_container.py). One per test session
+(the ``podman_service`` fixture in tests/conftest.py), so both use one service on one storage.
 
 Started with its own ``CONTAINERS_CONF`` (runc, cgroupfs, no default ulimits, netavark so that
 service names resolve on a compose network) on a socket in a temporary folder; stopped by PID.
@@ -27,17 +29,29 @@ cgroup_manager = "cgroupfs"
 network_backend = "netavark"
 """
 
-NEEDED = ("podman", "runc", "docker-compose", "debootstrap", "netavark")
+# netavark runs iptables to publish ports and set up networks ("netavark: No such file or directory" without it).
+PODMAN_NEEDED = ("podman", "runc", "netavark", "iptables")
+NEEDED = (*PODMAN_NEEDED, "docker-compose", "debootstrap")
+
+
+def _missing(tools: tuple[str, ...]) -> list[str]:
+    places = ("/usr/lib/podman", "/usr/sbin", "/sbin")
+    return [tool for tool in tools if not shutil.which(tool) and not any(Path(p, tool).exists() for p in places)]
+
+
+def why_no_podman(needed: tuple[str, ...] = PODMAN_NEEDED) -> str | None:
+    """Why a private rootful podman cannot run here, or None when it can."""
+    missing = _missing(needed)
+    if missing:
+        return f"not installed: {', '.join(missing)} (.ci/run installs them)"
+    if os.geteuid() != 0:
+        return "the private podman service is rootful: run as root"
+    return None
 
 
 def why_no_engine() -> str | None:
     """Why the stack cannot run here, or None when it can."""
-    missing = [tool for tool in NEEDED if not shutil.which(tool) and not Path("/usr/lib/podman", tool).exists()]
-    if missing:
-        return f"not installed: {', '.join(missing)} (.ci/run installs them)"
-    if os.geteuid() != 0:
-        return "the stack runs under rootful podman: run as root"
-    return None
+    return why_no_podman(NEEDED)
 
 
 class PodmanService:

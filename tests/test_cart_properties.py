@@ -1,7 +1,8 @@
-"""The cart store against a plain dict model (hypothesis ``RuleBasedStateMachine``), on fakeredis and on a
-real Redis, with shares and claims (by code and by cart key, merge and replace: lines move, capped at the
-maximum, skipped when gone from the catalog or past the line limit; codes live until used or replaced);
-and concurrent adds to one cart from 2 client processes x 16 tasks through 2 server processes."""
+"""The cart store against a plain dict model (hypothesis ``RuleBasedStateMachine``), on fakeredis and on a real
+Redis (redis-server and the testcontainers Redis), with shares and claims (by code and by cart key, merge and
+replace: lines move, capped at the maximum, skipped when gone from the catalog or past the line limit; codes
+live until used or replaced); and concurrent adds to one cart from 2 client processes x 16 tasks through 2
+server processes."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from service.carts import CartRejected, CartStore
 from service.claim_limits import ClaimLimits
 from service.idempotency import keyed_change
 from tests.jsonrpc import JSON_HEADERS, add_calls, tool_call_message
+from tests.redis_backends import REAL_REDIS, real_redis_url
 
 MAX_QUANTITY = 5
 MAX_LINES = 3
@@ -287,8 +289,9 @@ def test_cart_store_matches_a_dict_model_on_fakeredis() -> None:
     run_state_machine_as_test(machine, settings=MACHINE_SETTINGS)
 
 
-@pytest.mark.redis
-def test_cart_store_matches_a_dict_model_on_real_redis(redis_url: str) -> None:
+@pytest.mark.parametrize("backend", REAL_REDIS)
+def test_cart_store_matches_a_dict_model_on_real_redis(backend: str, request: pytest.FixtureRequest) -> None:
+    redis_url = real_redis_url(request, backend)
     machine = cart_machine(lambda prefix: CartStore.connect(redis_url, **store_options(prefix)))
     run_state_machine_as_test(machine, settings=MACHINE_SETTINGS)
 

@@ -1,9 +1,10 @@
 """Contract tests for ``service.carts.CartStore``: one suite, run on every backend.
 
 Backends: ``embedded`` (``CartStore.connect(None)``, in-process fakeredis), ``fakeredis`` (a
-``FakeAsyncRedis`` handed to the constructor) and ``redis`` (a real server from the session
-``redis_url`` fixture, requested only when that backend is selected). Each test has a key
-prefix of its own and deletes its keys at teardown, so a shared Redis is never flushed.
+``FakeAsyncRedis`` handed to the constructor), ``redis`` (a real server from the session
+``redis_url`` fixture) and ``containers`` (the session's testcontainers Redis), each requested only
+when that backend is selected (tests/redis_backends.py). Each test has a key prefix of its own and
+deletes its keys at teardown, so a shared Redis is never flushed.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import redis
 
 from service.carts import LAST_ACCESSED_FIELD, SCAN_COUNT, Cart, CartRejected, CartStorageError, CartStore
 from service.redis_clients import TEXT_REPLIES
+from tests.redis_backends import REAL_REDIS, REAL_REDIS_NAMES, real_redis_url
 
 SESSION = "s1"
 HEBREW_NAME = "ריבת תות שדה"
@@ -36,7 +38,7 @@ class StoreFactory(Protocol):
     def __call__(self, **options: Any) -> CartStore: ...
 
 
-@pytest.fixture(params=["embedded", "fakeredis", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(params=["embedded", "fakeredis", *REAL_REDIS])
 def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
@@ -44,7 +46,7 @@ def backend(request: pytest.FixtureRequest) -> str:
 @pytest_asyncio.fixture
 async def make_store(request: pytest.FixtureRequest, backend: str, key_prefix: str) -> AsyncIterator[StoreFactory]:
     """Build stores on the selected backend (small limits unless overridden); close and clean up after."""
-    redis_url: str | None = request.getfixturevalue("redis_url") if backend == "redis" else None
+    redis_url: str | None = real_redis_url(request, backend) if backend in REAL_REDIS_NAMES else None
     stores: list[CartStore] = []
 
     def factory(**options: Any) -> CartStore:
@@ -53,7 +55,7 @@ async def make_store(request: pytest.FixtureRequest, backend: str, key_prefix: s
             store = CartStore(fakeredis.FakeAsyncRedis(**TEXT_REPLIES), backend="fakeredis", **options)
         else:
             store = CartStore.connect(redis_url, **options)
-        assert store.backend == backend
+        assert store.backend == ("redis" if backend == "containers" else backend)
         stores.append(store)
         return store
 
@@ -510,10 +512,12 @@ def _add_in_process(redis_url: str, key_prefix: str, adds: int, start: multiproc
 
 
 @pytest.mark.redis
-@pytest.mark.parametrize("backend", ["redis"])
-async def test_two_processes_adding_lose_nothing(store: CartStore, request: pytest.FixtureRequest) -> None:
+@pytest.mark.parametrize("backend", REAL_REDIS)
+async def test_two_processes_adding_lose_nothing(
+    store: CartStore, backend: str, request: pytest.FixtureRequest
+) -> None:
     """Two worker processes each adding 1 a hundred times to one line on a real Redis end at exactly 200."""
-    redis_url: str = request.getfixturevalue("redis_url")
+    redis_url = real_redis_url(request, backend)
     context = multiprocessing.get_context("spawn")
     start = context.Barrier(2)
     workers = [
@@ -578,14 +582,14 @@ def _commandstats(client: redis.Redis) -> dict[str, dict[str, Any]]:
 
 
 @pytest.mark.redis
-@pytest.mark.parametrize("backend", ["redis"])
+@pytest.mark.parametrize("backend", REAL_REDIS)
 async def test_commandstats_show_one_script_call_per_cart_call(
-    store: CartStore, request: pytest.FixtureRequest
+    store: CartStore, backend: str, request: pytest.FixtureRequest
 ) -> None:
     """Each cart call sends one command, EVALSHA, with and without an idempotency key (clear too)."""
-    if os.environ.get("WEFT_TEST_REDIS_URL"):
+    if backend == "redis" and os.environ.get("WEFT_TEST_REDIS_URL"):
         pytest.skip("CONFIG RESETSTAT is server-wide; not run against a shared WEFT_TEST_REDIS_URL server")
-    admin = redis.Redis.from_url(request.getfixturevalue("redis_url"))
+    admin = redis.Redis.from_url(real_redis_url(request, backend))
 
     # Warm-up: load all four scripts, and leave two lines so the measured remove keeps the key.
     await store.clear("warm-up")
@@ -885,11 +889,11 @@ async def test_purge_idle_keeps_a_cart_used_after_the_sweep_read_it(
 
 
 async def test_purge_idle_across_scan_batches_survives_lost_scripts(
-    store: CartStore, monkeypatch: pytest.MonkeyPatch
+    store: CartStore, backend: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """More carts than one SCAN batch, and the server forgets its scripts mid-sweep (restart, failover,
     SCRIPT FLUSH): the NOSCRIPT replies reload the script and resend, and every idle cart goes."""
-    if store.backend == "redis" and os.environ.get("WEFT_TEST_REDIS_URL"):
+    if backend == "redis" and os.environ.get("WEFT_TEST_REDIS_URL"):
         pytest.skip("SCRIPT FLUSH is server-wide; not run against a shared WEFT_TEST_REDIS_URL server")
     total = SCAN_COUNT + 200
     line = {"t:a": '{"q":1,"n":"x","p":"1.00"}', LAST_ACCESSED_FIELD: str(NOW - 30 * DAY)}
@@ -913,15 +917,15 @@ async def test_purge_idle_across_scan_batches_survives_lost_scripts(
 
 
 @pytest.mark.redis
-@pytest.mark.parametrize("backend", ["redis"])
-async def test_sweeps_call_their_scripts_by_sha(store: CartStore, request: pytest.FixtureRequest) -> None:
+@pytest.mark.parametrize("backend", REAL_REDIS)
+async def test_sweeps_call_their_scripts_by_sha(store: CartStore, backend: str, request: pytest.FixtureRequest) -> None:
     """Counting, listing and purging send EVALSHA (the scripts are class constants loaded once), never EVAL."""
-    if os.environ.get("WEFT_TEST_REDIS_URL"):
+    if backend == "redis" and os.environ.get("WEFT_TEST_REDIS_URL"):
         pytest.skip("CONFIG RESETSTAT is server-wide; not run against a shared WEFT_TEST_REDIS_URL server")
     for session in ("s1", "s2", "s3"):
         await add(store, "t:a", session=session)
         await stamp(store, session, NOW - 30 * DAY)
-    admin = redis.Redis.from_url(request.getfixturevalue("redis_url"))
+    admin = redis.Redis.from_url(real_redis_url(request, backend))
     try:
         admin.config_resetstat()
         await store.count_with_damage()

@@ -1,8 +1,9 @@
 """``CartTransfers`` (``store.transfers``): share codes and claims, on every backend.
 
-Backends: ``embedded`` (fakeredis), ``redis`` (a private redis-server from the session fixture) and
-``cluster`` (3 primaries), where the source and target carts of every claim sit on different primaries.
-Each test has a key prefix of its own and deletes its keys afterwards.
+Backends: ``embedded`` (fakeredis), ``redis`` (a private redis-server from the session fixture),
+``containers`` (the session's testcontainers Redis) and ``cluster`` (3 primaries), where the source and target
+carts of every claim sit on different primaries. Each test has a key prefix of its own and deletes its keys
+afterwards.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from service.cli import main
 from service.redis_clients import TEXT_REPLIES
 from service.storage_faults import Fault
 from service.transfer_codes import CodeShapeError, normalize
+from tests.redis_backends import REAL_REDIS, REAL_REDIS_NAMES, real_redis_url
 from tests.transfer_support import (
     CALLER,
     CATALOG,
@@ -60,7 +62,7 @@ Factory = Callable[..., CartStore]
 @pytest.fixture(
     params=[
         "embedded",
-        pytest.param("redis", marks=pytest.mark.redis),
+        *REAL_REDIS,
         pytest.param("cluster", marks=pytest.mark.redis),
     ]
 )
@@ -72,8 +74,8 @@ def backend(request: pytest.FixtureRequest) -> str:
 async def make_store(request: pytest.FixtureRequest, backend: str, key_prefix: str) -> AsyncIterator[Factory]:
     """Stores on the backend, all on the same data (two stores = two workers); cleaned up afterwards."""
     where: dict[str, Any] = {"server": fakeredis.FakeServer()}
-    if backend == "redis":
-        where = {"redis_url": request.getfixturevalue("redis_url")}
+    if backend in REAL_REDIS_NAMES:
+        where = {"redis_url": real_redis_url(request, backend)}
     elif backend == "cluster":
         where = {"cluster": request.getfixturevalue("redis_cluster")}
     stores: list[CartStore] = []

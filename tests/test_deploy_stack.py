@@ -2,9 +2,10 @@
 
 Images: deploy/build-offline-images (Debian-only bases, kept by name, so a second run reuses them; the
 service's wheels in deploy/wheels), then ``docker-compose up -d --build``. Every call goes through
-nginx on :8080. Everything the stack made (containers, volume, network) and the podman service are
-removed at the end, also when a test fails. Skipped, with the reason, where podman cannot run;
-``WEFT_TEST_REQUIRE_STACK=1`` (.ci/run) makes that a failure.
+nginx on :8080. Everything the stack made (containers, volume, network) is removed at the end, also
+when a test fails. Skipped, with the reason, where podman cannot run;
+``WEFT_TEST_REQUIRE_STACK=1`` (.ci/run) makes that a failure. The podman service is the session's
+(``podman_service``), shared with the containers Redis backend, and stopped at the end of the session.
 """
 
 from __future__ import annotations
@@ -96,14 +97,16 @@ def report(stack: Stack, name: str, value: Any) -> None:
 
 
 @pytest.fixture(scope="module")
-def stack() -> Iterator[Stack]:
+def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
     reason = why_no_engine()
     if reason:
         if os.environ.get("WEFT_TEST_REQUIRE_STACK") == "1":
             pytest.fail(f"WEFT_TEST_REQUIRE_STACK=1 but the stack cannot run: {reason}")
         pytest.skip(reason)
+    # The session's podman service (tests/conftest.py): the containers Redis backend uses the same one, so
+    # the offline images it built are found here, and no two services work on the storage at once.
+    engine: PodmanService = request.getfixturevalue("podman_service")
     with tempfile.TemporaryDirectory(prefix="weft-stack-") as folder:
-        engine = PodmanService(Path(folder)).start()
         stack = Stack(engine, Path(folder) / "stack.env")
         ticker = HealthTicker(engine, PROJECT).start()
         try:
@@ -151,7 +154,6 @@ def stack() -> Iterator[Stack]:
                 engine.podman("image", "prune", "-f", check=False)  # layers of earlier builds of weft-mcp
             finally:
                 ticker.stop()
-                engine.stop()
 
 
 def product_ids(count: int) -> list[str]:

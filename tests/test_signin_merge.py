@@ -1,4 +1,5 @@
-"""The sign-in merge on every backend: the embedded store, a real Redis, and a 3-primary cluster (where the guest
+"""The sign-in merge on every backend: the embedded store, a real Redis (redis-server and
+the testcontainers Redis), and a 3-primary cluster (where the guest
 cart and the shopper's cart sit on different primaries), with many tabs of one shopper signing in at once."""
 
 from __future__ import annotations

@@ -32,6 +32,7 @@ import pytest_asyncio
 from harness.processes import REPO, RedisProcess
 from service.cart_transfers import CartTransfers, TransferCodeError, new_claim_id
 from service.carts import CartStorageError, CartStore
+from tests.redis_backends import REAL_REDIS, REAL_REDIS_NAMES, real_redis_url
 from tests.redis_server import RedisCluster, require_redis_server
 from tests.transfer_support import (
     CALLER,
@@ -63,7 +64,7 @@ class Interrupted(Exception):
 @pytest.fixture(
     params=[
         "embedded",
-        pytest.param("redis", marks=pytest.mark.redis),
+        *REAL_REDIS,
         pytest.param("cluster", marks=pytest.mark.redis),
     ]
 )
@@ -74,8 +75,8 @@ def backend(request: pytest.FixtureRequest) -> str:
 @pytest_asyncio.fixture
 async def make_store(request: pytest.FixtureRequest, backend: str, key_prefix: str) -> AsyncIterator[Factory]:
     where: dict[str, Any] = {"server": fakeredis.FakeServer()}
-    if backend == "redis":
-        where = {"redis_url": request.getfixturevalue("redis_url")}
+    if backend in REAL_REDIS_NAMES:
+        where = {"redis_url": real_redis_url(request, backend)}
     elif backend == "cluster":
         where = {"cluster": request.getfixturevalue("redis_cluster")}
     stores: list[CartStore] = []

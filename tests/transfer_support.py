@@ -43,12 +43,12 @@ def connect(
     **options: Any,
 ) -> CartStore:
     """A store on ``backend``: ``embedded`` (fakeredis; ``server`` shares one between stores, as two workers
-    would share a Redis), ``redis`` (``redis_url``) or ``cluster`` (any node of ``cluster``)."""
+    would share a Redis), ``redis`` or ``containers`` (``redis_url``) or ``cluster`` (any node of ``cluster``)."""
     options = {"key_prefix": key_prefix, **LIMITS, **options}
     if backend == "embedded":
         client = fakeredis.FakeAsyncRedis(server=server or fakeredis.FakeServer(), **TEXT_REPLIES)
         return CartStore(client, backend="embedded", **options)
-    if backend == "redis":
+    if backend in ("redis", "containers"):
         return CartStore.connect(redis_url, **options)
     assert cluster is not None
     return CartStore.connect(cluster.url, cluster=True, **options)
