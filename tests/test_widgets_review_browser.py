@@ -6,6 +6,7 @@ the cart each click reached is read back from the server over HTTP."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -114,3 +115,27 @@ def test_playground_new_cart_is_the_cart_the_next_add_reaches(shop: ServeProcess
     assert items(shop, old) == {first_product: 1}  # the old cart got nothing
     assert new and new != old and items(shop, new) == {second_product: 1}
     assert cart.locator(".line").count() == 1
+
+
+def test_async_tests_after_a_browser_test_still_run() -> None:
+    """The browser fixture's sync playwright runs an event loop in the main thread while it is open; with the
+    fixture session-scoped, every async test after the first browser test failed ("Runner.run() cannot be called
+    from a running event loop"), so one pytest run of the whole suite (.ci/run) could not pass."""
+    import os
+    import subprocess
+    import sys
+
+    tests = [
+        "tests/test_playground_e2e.py::test_without_views_the_page_says_so",
+        "tests/test_widgets.py::test_playground_off_is_404",
+    ]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests],
+        cwd=Path(__file__).resolve().parents[1],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-3000:]
