@@ -126,6 +126,7 @@ def cart_payload(session: Session, cart: Cart, catalog: Catalog) -> dict[str, An
                 "price": money(line.price),
                 "quantity": line.quantity,
                 "line_total": money(line_total),
+                "currency": currency,  # the store's, for formatting price and line_total (several in one cart)
                 "image": product.image if product else None,
                 "url": product.url if product else None,
             }
@@ -133,7 +134,7 @@ def cart_payload(session: Session, cart: Cart, catalog: Catalog) -> dict[str, An
     single = next(iter(totals)) if len(totals) == 1 else None
     payload: dict[str, Any] = {
         "cart_id": session.cart_id,  # pass it as cart_id in later calls; null while the call named no cart
-        "session": {"id": session.id or None, "source": session.source, "shared": session.is_fallback},
+        "session": {"id": session.id or None, "source": session.source, "shared": session.is_shared},
         "items": items,
         "item_count": sum(line.quantity for line in cart.lines),
         "total": money(totals[single]) if single else ("0.00" if not totals else None),
@@ -399,7 +400,7 @@ def debug_answer(
         "counted_at": count.counted_at.isoformat(timespec="seconds").replace("+00:00", "Z"),
         "counted_seconds_ago": ago,
         "storage": backend,
-        "shared_fallback_cart": session.is_fallback,
+        "shared_fallback_cart": session.is_shared,
     }
     named = (
         "No cart named (no cart_id or conversation id)"

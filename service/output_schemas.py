@@ -107,6 +107,7 @@ CART = obj(
                     "price": MONEY,
                     "quantity": {"type": "integer", "minimum": 1},
                     "line_total": MONEY,
+                    "currency": {"type": "string"},  # the store's, for formatting price and line_total
                     "image": NULLABLE_STRING,
                     "url": NULLABLE_STRING,
                 }

@@ -71,6 +71,12 @@ class Session:
         return self.source == FALLBACK_SOURCE
 
     @property
+    def is_shared(self) -> bool:
+        """The shared fallback cart, reached by the fallback or by its cart_id (a conversation id "default" is
+        hashed, so only these two reach this key): a view that passes the cart_id it shows must still say so."""
+        return self.key == FALLBACK_SESSION_ID
+
+    @property
     def short_id(self) -> str:
         return shorten(self.id)
 

@@ -197,7 +197,7 @@ def image_origins(catalog: Catalog) -> list[str]:
 
 
 def web_origin(link: str | None) -> str | None:
-    """The origin of an absolute http(s) URL, lower-cased, default ports dropped; None for anything else."""
+    """The origin of an absolute http(s) URL, lower-cased, punycode, default ports dropped; None for anything else."""
     if not link:
         return None
     try:
@@ -208,6 +208,10 @@ def web_origin(link: str | None) -> str | None:
     scheme = parts.scheme.lower()
     host = parts.hostname
     if scheme not in ("http", "https") or not host or "*" in host:
+        return None
+    try:  # a CSP source is ASCII: an international host goes in as punycode, or hosts drop it as invalid
+        host = host.encode("idna").decode("ascii")
+    except UnicodeError:
         return None
     if ":" in host:  # IPv6
         host = f"[{host}]"

@@ -117,9 +117,13 @@ def require_browser() -> None:
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
-    """One headless Chromium for the whole run (each test takes a fresh context: no shared storage)."""
+    """One headless Chromium per test module (each test takes a fresh context: no shared storage).
+
+    Module, not session: while sync playwright is open its event loop runs in the main thread, and every async
+    test after it would fail ("Runner.run() cannot be called from a running event loop"). Browser modules start
+    one after another, so two playwrights never overlap."""
     require_browser()
     from playwright.sync_api import sync_playwright
 

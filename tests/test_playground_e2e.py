@@ -55,7 +55,7 @@ def server(widgets_dir: Path | None) -> Iterator[ServeWithViews]:
 
 @pytest.fixture
 def page(chromium: Any) -> Iterator[Any]:
-    """A fresh context in the run's one Chromium (tests.browser: two sync playwrights cannot share a process)."""
+    """A fresh context in the module's Chromium (tests.browser: two sync playwrights cannot be open at once)."""
     context = chromium.new_context()
     page = context.new_page()
     problems: list[str] = []
