@@ -49,6 +49,27 @@ def test_compose_runs_several_workers_behind_nginx_on_8080() -> None:
     assert config.count("healthcheck:") == 4
 
 
+@pytest.mark.skipif(not shutil.which("docker-compose"), reason="docker-compose is not installed (.ci/run installs it)")
+def test_fixed_worker_addresses_sit_where_no_dynamic_lease_reaches() -> None:
+    """podman leases dynamic addresses (redis, nginx) upwards from the last one it gave, kept across restarts
+    and ``down``/``up`` (.5, .6, .7 ...): a worker fixed low in the subnet (.11) was refused once redis had been
+    given its address. The fixed ones belong at the top of the /16, in nginx's hosts too."""
+    config = subprocess.run(
+        ["docker-compose", "-f", "docker-compose.yml", "config"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    fixed = re.findall(r"ipv4_address: ([0-9.]+)", config)
+    assert len(fixed) == 2, fixed
+    assert all(address.startswith("172.28.255.") for address in fixed), fixed
+    assert "subnet: 172.28.0.0/16" in config
+    for name, address in zip(("weft1", "weft2"), fixed, strict=True):
+        assert f"{name}:{address}" in config, f"nginx's extra_hosts name {name} at {address}"
+
+
 def test_env_example_documents_every_setting() -> None:
     documented = set(re.findall(r"(?m)^#? ?(WEFT_[A-Z_]+)=", (ROOT / ".env.example").read_text()))
     settings = {f"WEFT_{name.upper()}" for name in Settings.model_fields}

@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PROJECT = "weftstack"
 BASE = "http://127.0.0.1:8080"
 MCP = f"{BASE}/mcp"
-WORKER_ADDRESSES = {"weft1": "172.28.0.11", "weft2": "172.28.0.12"}
+WORKER_ADDRESSES = {"weft1": "172.28.255.11", "weft2": "172.28.255.12"}
 
 
 @dataclass
