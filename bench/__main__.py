@@ -225,11 +225,32 @@ def section_h(plan: Plan) -> None:
     )
 
 
+def profile_a(plan: Plan) -> int:
+    from bench.profile import report
+    from bench.throughput import profile
+
+    seconds = max(2.0, plan.seconds)
+    print(f"Weft bench --profile, {time.strftime('%Y-%m-%d %H:%M')}; machine: {machine()}")
+    print(f"py-spy samples each server during {seconds:g} s of bench (a) load, concurrency {plan.concurrency}")
+    for title, found in profile(seconds, plan.concurrency):
+        print()
+        print("\n".join(report(title, found)))
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="seconds-long run that checks the bench works")
     parser.add_argument("--only", default=SECTIONS, help="sections to run, e.g. 'ae' (default: all)")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="instead of the sections: py-spy samples the served worker during one round of each target of (a) "
+        "and prints where its CPU goes",
+    )
     args = parser.parse_args()
+    if args.profile:
+        return profile_a(SMOKE if args.smoke else FULL)
     if shutil.which("redis-server") is None and set(args.only) & set("abcd"):
         print("bench: redis-server is not installed (apt-get install redis-server)", file=sys.stderr)
         return 2

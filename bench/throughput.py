@@ -84,3 +84,32 @@ def measure(rounds: int, seconds: float, concurrency: int) -> list[Throughput]:
             weft.stop()
             floor.stop()
     return [Throughput(t, tuple(results[t])) for t in TARGETS]
+
+
+def profile(seconds: float, concurrency: int, targets: tuple[str, ...] = TARGETS) -> list[tuple[str, Any]]:
+    """One round per target with py-spy sampling the server (``bench.profile``): where each one's CPU goes."""
+    from bench.profile import Sampler
+
+    pin(0, 0)
+    products = demo_products()
+    found = []
+    with bench_redis(shipped=True, cpu=0) as redis_server:
+        weft, floor = weft_server(redis_server.url, cpu=1), noop_server(cpu=1)
+        try:
+            weft.start()
+            floor.start()
+            servers = {"noop floor": floor, "add_to_cart": weft, "view_cart": weft}
+            asyncio.run(_fill_view_carts(weft.port, products))
+            messages = bodies(products, 0)
+            for target in targets:
+                server = servers[target]
+                assert server.process is not None
+                warm_up = min(0.5, seconds / 4)
+                asyncio.run(run_round(server.port, messages[target], concurrency, warm_up))
+                sampler = Sampler(server.process.pid, seconds)
+                result = asyncio.run(run_round(server.port, messages[target], concurrency, seconds))
+                found.append((f"{target} ({result.rate:.0f} calls/s while sampled)", sampler.result()))
+        finally:
+            weft.stop()
+            floor.stop()
+    return found

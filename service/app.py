@@ -27,6 +27,7 @@ from service.catalog import load_catalog
 from service.config import Settings
 from service.jsonrpc_errors import PlainEnvelopeErrors
 from service.logs import RequestIdMiddleware, configure_logging
+from service.mcp_endpoint import install_lean_endpoint
 from service.metrics import mark_worker_dead, metrics_endpoint
 from service.readiness import storage_readiness
 from service.reloading import on_sighup
@@ -103,6 +104,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         transport_security=transport_security(settings),
         host=settings.host,
     )
+    install_lean_endpoint(mcp_app, MCP_PATH, server.session_manager)  # same answers, without per-request streams
     if auth is not None and settings.auth_mode == "optional":
         allow_anonymous(mcp_app, MCP_PATH)  # no token = an anonymous shopper; a bad token is still 401
     elif auth is None and settings.token_kind != "none":
