@@ -136,10 +136,14 @@ class LeanStatelessEndpoint:
             not running
             or scope["method"] != "POST"
             or (version is not None and version not in HANDSHAKE_PROTOCOL_VERSIONS)
-            or not check_accept_headers(request)[0]
-            or not _json_content_type(scope)
-            or await self.security.validate_request(request, is_post=True) is not None
         ):
+            await self._sdk(scope, receive, send)
+            return
+        refusal = await self.security.validate_request(request, is_post=True)  # the transport's first check
+        if refusal is not None:
+            await refusal(scope, receive, send)  # the SDK's own answer (checking again would log twice)
+            return
+        if not check_accept_headers(request)[0] or not _json_content_type(scope):
             await self._sdk(scope, receive, send)
             return
         body = await request.body()
