@@ -127,9 +127,10 @@ class Sampler:
 def report(title: str, profile: Profile, top: int = 25) -> list[str]:
     """The printed lines: layers, then the top functions by own and by total samples."""
     lines = [f"{title}: {profile.samples} busy samples"]
-    lines.append("  by layer (innermost frame): " + ", ".join(
-        f"{name} {profile.share(count):.1f}%" for name, count in profile.layers.most_common()
-    ))
+    lines.append(
+        "  by layer (innermost frame): "
+        + ", ".join(f"{name} {profile.share(count):.1f}%" for name, count in profile.layers.most_common())
+    )
     lines.append(f"  top {top} functions by own samples:")
     lines += [f"    {profile.share(count):5.1f}%  {name}" for name, count in profile.own.most_common(top)]
     lines.append(f"  top {top} functions by total samples (with what they call):")

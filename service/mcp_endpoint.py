@@ -77,7 +77,7 @@ class _RequestContext:
         raise NoBackChannelError(method)
 
     async def notify(self, method: str, params: Mapping[str, Any] | None, opts: Any = None) -> None:
-        logger.debug("Dropped %s related to request %r: a JSON answer carries only the response", method, self.request_id)
+        logger.debug("Dropped %s for request %r: a JSON answer carries only the response", method, self.request_id)
 
     async def progress(self, progress: float, total: float | None = None, message: str | None = None) -> None:
         return None
