@@ -26,7 +26,7 @@ from service.carts import CartStorageError, CartStore
 from service.catalog import load_catalog
 from service.config import Settings
 from service.jsonrpc_errors import PlainEnvelopeErrors
-from service.logs import RequestIdMiddleware, configure_logging
+from service.logs import RequestIdMiddleware, configure_logging, lean_records
 from service.mcp_endpoint import install_lean_endpoint
 from service.metrics import mark_worker_dead, metrics_endpoint
 from service.readiness import storage_readiness
@@ -89,6 +89,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     """Build one worker's app; uvicorn calls this in every worker process (``factory=True``)."""
     settings = settings or Settings()
     configure_logging(settings.log_level, settings.log_format)
+    lean_records()  # a worker logs a line per tool call: no caller lookup per line
     sys.setswitchinterval(GIL_SWITCH_SECONDS)
     catalog = load_catalog(settings.stores_dir)
     gc.freeze()  # the catalog lives as long as the worker: full collections need not walk its million objects
