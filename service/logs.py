@@ -69,7 +69,7 @@ class TextFormatter(logging.Formatter):
 def lean_records() -> None:
     """Records without what neither format prints: the caller's file and line (a stack walk per record), the
     thread and the multiprocessing names. logging's documented switches, set once per process."""
-    logging._srcfile = None  # type: ignore[attr-defined]
+    logging._srcfile = None
     logging.logThreads = False
     logging.logMultiprocessing = False
 
