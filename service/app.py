@@ -92,7 +92,6 @@ def create_app(settings: Settings | None = None) -> Starlette:
     lean_records()  # a worker logs a line per tool call: no caller lookup per line
     sys.setswitchinterval(GIL_SWITCH_SECONDS)
     catalog = load_catalog(settings.stores_dir)
-    gc.freeze()  # the catalog lives as long as the worker: full collections need not walk its million objects
     carts = CartStore.from_settings(settings)
     auth = build_auth(settings)  # None unless WEFT_AUTH_TOKENS_FILE or the WEFT_AUTH_JWKS_URL trio is set
     shop = Shop(catalog=catalog, carts=carts, settings=settings)  # one Shop, so one cart_id signer, per worker
@@ -106,6 +105,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         host=settings.host,
     )
     install_lean_endpoint(mcp_app, MCP_PATH, server.session_manager)  # same answers, without per-request streams
+    # The catalog, the tools and the SDK's models live as long as the worker: full collections need not walk them.
+    gc.freeze()
     if auth is not None and settings.auth_mode == "optional":
         allow_anonymous(mcp_app, MCP_PATH)  # no token = an anonymous shopper; a bad token is still 401
     elif auth is None and settings.token_kind != "none":
