@@ -217,3 +217,18 @@ def test_install_refuses_what_it_cannot_serve() -> None:
     assert not install_lean_endpoint(app, "/elsewhere", other.session_manager)
     with pytest.raises(ValueError):
         LeanStatelessEndpoint(server.session_manager)
+
+
+def test_weft_serves_mcp_through_the_lean_endpoint_and_freezes_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """create_app installs the lean endpoint, and gc.freeze runs after the tools and the SDK's app are built:
+    full collections never walk them (a frozen object is in no collected generation)."""
+    import gc
+
+    app = weft_app(True, monkeypatch)
+    mount = next(route for route in app.routes if getattr(route, "path", None) == "")
+    sdk_app = mount.app.app  # McpEndpointGuard -> the SDK's Starlette app
+    route = next(route for route in sdk_app.routes if getattr(route, "path", None) == "/mcp")
+    endpoint = route.app
+    assert isinstance(endpoint, LeanStatelessEndpoint)
+    collected = {id(item) for item in gc.get_objects()}
+    assert id(endpoint) not in collected and id(endpoint.manager) not in collected
