@@ -82,23 +82,45 @@ def machine() -> str:
     )
 
 
+# The figures issue 13 asks for in one run, gathered by the sections as they go and printed last.
+SUMMARY: list[str] = []
+RATE_GOAL = 0.85  # Weft's calls/s at least this share of the floor's
+P99_GOAL = 1.2  # Weft's p99 at most this multiple of the floor's
+
+
 def section_a(plan: Plan) -> None:
+    from bench.load import SESSION_META_KEY
     from bench.throughput import measure
 
     print(
-        f"\n(a) tool calls through one worker, concurrency {plan.concurrency}, {plan.rounds} alternating "
-        f"round(s) of {plan.seconds:g} s (medians over rounds)"
+        f"\n(a) tool calls through one worker (default settings: INFO log line per call, /metrics on) vs the bare "
+        f"SDK floor, concurrency {plan.concurrency}, _meta {SESSION_META_KEY!r}, {plan.rounds} alternating round(s) "
+        f"of {plan.seconds:g} s, both servers pinned to one CPU (medians over rounds)"
     )
-    results = measure(plan.rounds, plan.seconds, plan.concurrency)
-    floor = results[0].rate
-    print(f"{'target':<14} {'calls/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'ratio':>6} {'errors':>6}  goal")
+    measured = measure(plan.rounds, plan.seconds, plan.concurrency)
+    results = measured.targets
+    floor = results[0]
+    print(
+        f"{'target':<14} {'calls/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'ratio':>6} {'p99 ratio':>9} {'errors':>6}  goal"
+    )
     for r in results:
-        ratio = r.rate / floor
-        goal = "" if r.target == "noop floor" else f"ratio >= 0.85: {verdict(ratio >= 0.85)}"
+        ratio, p99_ratio = r.rate / floor.rate, r.p(0.99) / floor.p(0.99)
+        goal = ""
+        if r.target != "noop floor":
+            goal = (
+                f"ratio >= {RATE_GOAL}: {verdict(ratio >= RATE_GOAL)}; "
+                f"p99 ratio <= {P99_GOAL}: {verdict(p99_ratio <= P99_GOAL)}"
+            )
+            SUMMARY.append(
+                f"{r.target}: {ratio:.2f} of the floor's calls/s ({r.rate:.0f} vs {floor.rate:.0f}), p99 "
+                f"{p99_ratio:.2f} of the floor's ({r.p(0.99) * 1000:.1f} vs {floor.p(0.99) * 1000:.1f} ms)  {goal}"
+            )
         print(
             f"{r.target:<14} {r.rate:>9.0f} {r.p(0.5) * 1000:>8.2f} {r.p(0.99) * 1000:>8.2f} "
-            f"{ratio:>6.2f} {r.errors:>6}  {goal}"
+            f"{ratio:>6.2f} {p99_ratio:>9.2f} {r.errors:>6}  {goal}"
         )
+    print(f"RSS after the rounds: Weft worker {measured.weft_rss_mib:.0f} MiB, floor {measured.floor_rss_mib:.0f} MiB")
+    SUMMARY.append(f"worker RSS (demo store, after (a)): {measured.weft_rss_mib:.0f} MiB")
 
 
 def section_b(plan: Plan) -> None:
@@ -110,12 +132,20 @@ def section_b(plan: Plan) -> None:
     )
     # The goal is one round trip per cart call; search and list_stores send none; share and claim are several
     # steps on different keys (docs/operating.md).
+    cart_calls: list[float] = []
     for label, per_call in commands_per_call(plan.calls).items():
         goal = 0 if label.startswith(("list_stores", "search_products")) else 1
         if label.startswith(("share_cart", "claim_cart")):
             print(f"{label:<32} {per_call:>5.2f} commands/call  (several keys: see docs/operating.md)")
         else:
             print(f"{label:<32} {per_call:>5.2f} commands/call  goal {goal}: {verdict(per_call == goal)}")
+            if goal == 1:
+                cart_calls.append(per_call)
+    if cart_calls:
+        SUMMARY.append(
+            f"Redis round trips per cart call: {min(cart_calls):.2f}-{max(cart_calls):.2f} over {len(cart_calls)} "
+            f"kinds of call  goal 1: {verdict(all(c == 1 for c in cart_calls))}"
+        )
 
 
 def section_c(plan: Plan) -> None:
@@ -197,6 +227,11 @@ def section_f(plan: Plan) -> None:
             f"{r.products:>8} {r.file_mib:>8.1f} {r.workers:>7} {r.supervisor_mib:>14.0f} {r.worker_mib:>10.0f} "
             f"{r.empty_worker_mib:>15.0f} {per_product:>11.2f}"
         )
+        if r.workers == 1:
+            SUMMARY.append(
+                f"catalog memory: {per_product:.2f} KiB per product ({r.products} products: worker RSS "
+                f"{r.worker_mib:.0f} MiB, {r.empty_worker_mib:.0f} MiB with the demo store)"
+            )
 
 
 def section_g(plan: Plan) -> None:
@@ -226,11 +261,32 @@ def section_h(plan: Plan) -> None:
     )
 
 
+def profile_a(plan: Plan) -> int:
+    from bench.profile import report
+    from bench.throughput import profile
+
+    seconds = max(2.0, plan.seconds)
+    print(f"Weft bench --profile, {time.strftime('%Y-%m-%d %H:%M')}; machine: {machine()}")
+    print(f"py-spy samples each server during {seconds:g} s of bench (a) load, concurrency {plan.concurrency}")
+    for title, found in profile(seconds, plan.concurrency):
+        print()
+        print("\n".join(report(title, found)))
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="seconds-long run that checks the bench works")
     parser.add_argument("--only", default=SECTIONS, help="sections to run, e.g. 'ae' (default: all)")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="instead of the sections: py-spy samples the served worker during one round of each target of (a) "
+        "and prints where its CPU goes",
+    )
     args = parser.parse_args()
+    if args.profile:
+        return profile_a(SMOKE if args.smoke else FULL)
     if shutil.which("redis-server") is None and set(args.only) & set("abcd"):
         print("bench: redis-server is not installed (apt-get install redis-server)", file=sys.stderr)
         return 2
@@ -243,6 +299,10 @@ def main() -> int:
         if section in args.only:
             globals()[f"section_{section}"](plan)
             sys.stdout.flush()
+    if SUMMARY:
+        print("\nissue 13 figures of this run:")
+        for line in SUMMARY:
+            print(f"  {line}")
     print(f"\nbench finished in {time.time() - started:.0f} s")
     return 0
 

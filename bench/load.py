@@ -19,10 +19,13 @@ from typing import Any
 Body = Callable[[int, int], dict[str, Any]]  # (connection, sequence) -> JSON-RPC message
 
 
+SESSION_META_KEY = "openai/session"  # what ChatGPT sends: the conversation id the carts are filed under
+
+
 def tool_call(name: str, arguments: dict[str, Any], session: str | None, request_id: int = 1) -> dict[str, Any]:
     params: dict[str, Any] = {"name": name, "arguments": arguments}
     if session is not None:
-        params["_meta"] = {"sessionId": session}
+        params["_meta"] = {SESSION_META_KEY: session}
     return {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params}
 
 

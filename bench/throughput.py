@@ -60,10 +60,22 @@ async def _fill_view_carts(port: int, products: list[str]) -> None:
     await run_round(port, add, 1, 0.05 + VIEW_CARTS * 3 * 0.004)
 
 
-def measure(rounds: int, seconds: float, concurrency: int) -> list[Throughput]:
+@dataclass(frozen=True, slots=True)
+class Measured:
+    """(a): each target's rounds, and each server's RSS after them (MiB)."""
+
+    targets: list[Throughput]
+    weft_rss_mib: float
+    floor_rss_mib: float
+
+
+def measure(rounds: int, seconds: float, concurrency: int) -> Measured:
     """Weft on CPU 1 (with Redis on CPU 0 beside the load generator), the floor on CPU 1 too, never at once."""
+    from bench.serving import rss_mib
+
     pin(0, 0)
     results: dict[str, list[RoundResult]] = {t: [] for t in TARGETS}
+    rss = (float("nan"), float("nan"))
     products = demo_products()
     with bench_redis(shipped=True, cpu=0) as redis_server:
         weft, floor = weft_server(redis_server.url, cpu=1), noop_server(cpu=1)
@@ -80,7 +92,38 @@ def measure(rounds: int, seconds: float, concurrency: int) -> list[Throughput]:
                         run_round(ports[target], messages[target], concurrency, seconds, warm_up=min(0.5, seconds / 4))
                     )
                     results[target].append(result)
+            assert weft.process is not None and floor.process is not None
+            rss = (rss_mib(weft.process.pid), rss_mib(floor.process.pid))  # one worker: the served process
         finally:
             weft.stop()
             floor.stop()
-    return [Throughput(t, tuple(results[t])) for t in TARGETS]
+    return Measured([Throughput(t, tuple(results[t])) for t in TARGETS], *rss)
+
+
+def profile(seconds: float, concurrency: int, targets: tuple[str, ...] = TARGETS) -> list[tuple[str, Any]]:
+    """One round per target with py-spy sampling the server (``bench.profile``): where each one's CPU goes."""
+    from bench.profile import Sampler
+
+    pin(0, 0)
+    products = demo_products()
+    found = []
+    with bench_redis(shipped=True, cpu=0) as redis_server:
+        weft, floor = weft_server(redis_server.url, cpu=1), noop_server(cpu=1)
+        try:
+            weft.start()
+            floor.start()
+            servers = {"noop floor": floor, "add_to_cart": weft, "view_cart": weft}
+            asyncio.run(_fill_view_carts(weft.port, products))
+            messages = bodies(products, 0)
+            for target in targets:
+                server = servers[target]
+                assert server.process is not None
+                warm_up = min(0.5, seconds / 4)
+                asyncio.run(run_round(server.port, messages[target], concurrency, warm_up))
+                sampler = Sampler(server.process.pid, seconds)
+                result = asyncio.run(run_round(server.port, messages[target], concurrency, seconds))
+                found.append((f"{target} ({result.rate:.0f} calls/s while sampled)", sampler.result()))
+        finally:
+            weft.stop()
+            floor.stop()
+    return found

@@ -28,7 +28,8 @@ from service.carts import CartStorageError, CartStore
 from service.catalog import load_catalog
 from service.config import Settings
 from service.jsonrpc_errors import PlainEnvelopeErrors
-from service.logs import RequestIdMiddleware, configure_logging
+from service.logs import RequestIdMiddleware, configure_logging, lean_records
+from service.mcp_endpoint import install_lean_endpoint
 from service.metrics import mark_worker_dead, metrics_endpoint
 from service.playground import playground_route
 from service.readiness import storage_readiness
@@ -93,9 +94,9 @@ def create_app(settings: Settings | None = None, widgets_dir: Path | None = None
     ``widgets_dir`` (tests) holds the widget views instead of the package's ``service/widgets``."""
     settings = settings or Settings()
     configure_logging(settings.log_level, settings.log_format)
+    lean_records()  # a worker logs a line per tool call: no caller lookup per line
     sys.setswitchinterval(GIL_SWITCH_SECONDS)
     catalog = load_catalog(settings.stores_dir)
-    gc.freeze()  # the catalog lives as long as the worker: full collections need not walk its million objects
     carts = CartStore.from_settings(settings)
     auth = build_auth(settings)  # None unless WEFT_AUTH_TOKENS_FILE or the WEFT_AUTH_JWKS_URL trio is set
     shop = Shop(catalog=catalog, carts=carts, settings=settings)  # one Shop, so one cart_id signer, per worker
@@ -109,6 +110,9 @@ def create_app(settings: Settings | None = None, widgets_dir: Path | None = None
         transport_security=transport_security(settings),
         host=settings.host,
     )
+    install_lean_endpoint(mcp_app, MCP_PATH, server.session_manager)  # same answers, without per-request streams
+    # The catalog, the tools and the SDK's models live as long as the worker: full collections need not walk them.
+    gc.freeze()
     if auth is not None and settings.auth_mode == "optional":
         allow_anonymous(mcp_app, MCP_PATH)  # no token = an anonymous shopper; a bad token is still 401
     elif auth is None and settings.token_kind != "none":

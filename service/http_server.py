@@ -119,8 +119,49 @@ class WeftConfig(uvicorn.Config):
         install_sighup_handler()
 
 
+class CoalescingTransport:
+    """A socket transport whose writes within one turn of the event loop leave as one ``send``.
+
+    uvicorn writes an answer's head and body separately, and each write to a socket is a system
+    call that wakes the reader: on a virtual machine that costs about as much as the head's
+    parsing and routing together (``python -m bench --profile``). The bytes and their order are
+    unchanged; they leave at the end of the same loop turn, so no answer waits for another event.
+    """
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._pending: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        if not data:
+            return
+        if not self._pending:
+            self._loop.call_soon(self.flush)
+        self._pending.append(data)
+
+    def flush(self) -> None:
+        if self._pending:
+            data = b"".join(self._pending) if len(self._pending) > 1 else self._pending[0]
+            self._pending.clear()
+            if not self._transport.is_closing():
+                self._transport.write(data)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def abort(self) -> None:
+        self._pending.clear()
+        self._transport.abort()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 class GuardedH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol with a connection cap and deadlines for a request's headers and body."""
+    """uvicorn's h11 protocol with a connection cap, deadlines for a request's headers and body, and
+    one ``send`` per answer (``CoalescingTransport``)."""
 
     def __init__(self, config: uvicorn.Config, *args: Any, **kwargs: Any) -> None:
         super().__init__(config, *args, **kwargs)
@@ -130,7 +171,8 @@ class GuardedH11Protocol(H11Protocol):
         self._refused = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        coalescing = CoalescingTransport(transport, self.loop)
+        super().connection_made(coalescing)  # type: ignore[arg-type]
         if len(self.connections) > self.limits.max_connections:
             self._refused = True
             self.connections.discard(self)

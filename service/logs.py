@@ -51,6 +51,29 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
+class TextFormatter(logging.Formatter):
+    """``FORMAT``, with the time text made once a second rather than once a line (a tool call logs one)."""
+
+    def __init__(self) -> None:
+        super().__init__(FORMAT)
+        self._second = -1
+        self._stamp = ""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802 (logging's name)
+        second = int(record.created)
+        if second != self._second:
+            self._second, self._stamp = second, time.strftime("%Y-%m-%d %H:%M:%S", self.converter(record.created))
+        return f"{self._stamp},{int(record.msecs):03d}"
+
+
+def lean_records() -> None:
+    """Records without what neither format prints: the caller's file and line (a stack walk per record), the
+    thread and the multiprocessing names. logging's documented switches, set once per process."""
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logMultiprocessing = False
+
+
 def configure_logging(level: str, log_format: LogFormat = "text") -> None:
     """Set the root handler once (the SDK's own ``basicConfig`` then leaves it alone); the format may change.
 
@@ -65,7 +88,7 @@ def configure_logging(level: str, log_format: LogFormat = "text") -> None:
         handler.addFilter(ClientDisconnectFilter())
         handler.addFilter(RepeatedRecordFilter())
         root.handlers = [handler]
-    handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(FORMAT))
+    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     root.setLevel(level)
     for name in ("mcp", "uvicorn.access", "httpx"):
         logging.getLogger(name).setLevel(max(logging.getLevelName(level), logging.WARNING))
