@@ -77,6 +77,16 @@ def test_env_example_documents_every_setting() -> None:
 
 
 @pytest.mark.skipif(nginx_binary() is None, reason="nginx is not installed (.ci/run installs nginx-light)")
+def test_nginx_workers_share_what_they_learn_about_weft_workers() -> None:
+    """Without a shared ``zone`` each nginx worker process keeps its own failure marks: one that saw weft2
+    fail while it drained still skipped it after another had sent it calls again, and when weft1 then died,
+    it answered 502 "no live upstreams" (the stack test, in CI). With the zone, one success counts for all."""
+    conf = (ROOT / "deploy" / "nginx.conf").read_text()
+    upstream = re.search(r"upstream weft \{(.*?)\n    \}", conf, re.S)
+    assert upstream is not None
+    assert re.search(r"^\s*zone \w+ \d+k;", upstream.group(1), re.M), "the weft upstream has a shared zone"
+
+
 def test_nginx_conf_passes_nginx_t() -> None:
     nginx = NginxProcess(upstreams=["127.0.0.1:9", "127.0.0.1:10"])
     result = subprocess.run(nginx.command("-t"), capture_output=True, text=True, timeout=30)
