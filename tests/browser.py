@@ -231,3 +231,19 @@ def write_store(root: Path, store_id: str, products: list[dict[str, Any]], **met
     if meta:
         (root / store_id / "store.json").write_text(json.dumps(meta), encoding="utf-8")
     return root
+
+
+@pytest.fixture
+def context(chromium: Any) -> Iterator[Any]:
+    """A fresh browser context per test (no shared storage), in the module's Chromium."""
+    ctx = chromium.new_context(viewport={"width": 760, "height": 900})
+    try:
+        yield ctx
+    finally:
+        ctx.close()
+
+
+@pytest.fixture
+def host(context: Any, shop: ServeProcess) -> Host:
+    """The test host page in a fresh context, forwarding to the test module's ``shop`` server."""
+    return Host(context.new_page(), shop)

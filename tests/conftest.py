@@ -212,4 +212,4 @@ def shared_catalog_file() -> Path:
 
 
 # The session's headless Chromium for the widget tests (tests/browser.py: skips with the reason when it is missing).
-from tests.browser import chromium  # noqa: E402, F401
+from tests.browser import chromium, context, host  # noqa: E402, F401

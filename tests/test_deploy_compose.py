@@ -20,6 +20,18 @@ from tests.nginx_process import NginxProcess, nginx_binary
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def compose_config() -> str:
+    """docker-compose.yml as ``docker-compose config`` resolves it (defaults filled in)."""
+    return subprocess.run(
+        ["docker-compose", "-f", "docker-compose.yml", "config"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+
+
 @pytest.mark.skipif(not shutil.which("docker-compose"), reason="docker-compose is not installed (.ci/run installs it)")
 def test_compose_file_is_valid() -> None:
     result = subprocess.run(
@@ -34,15 +46,7 @@ def test_compose_file_is_valid() -> None:
 
 @pytest.mark.skipif(not shutil.which("docker-compose"), reason="docker-compose is not installed (.ci/run installs it)")
 def test_compose_runs_several_workers_behind_nginx_on_8080() -> None:
-    result = subprocess.run(
-        ["docker-compose", "-f", "docker-compose.yml", "config"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    config = result.stdout
+    config = compose_config()
     assert "8080:8080" in config or "published: 8080" in config
     for service in ("redis:", "weft1:", "weft2:", "nginx:"):
         assert f"\n  {service}" in config
@@ -54,14 +58,7 @@ def test_fixed_worker_addresses_sit_where_no_dynamic_lease_reaches() -> None:
     """podman leases dynamic addresses (redis, nginx) upwards from the last one it gave, kept across restarts
     and ``down``/``up`` (.5, .6, .7 ...): a worker fixed low in the subnet (.11) was refused once redis had been
     given its address. The fixed ones belong at the top of the /16, in nginx's hosts too."""
-    config = subprocess.run(
-        ["docker-compose", "-f", "docker-compose.yml", "config"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    ).stdout
+    config = compose_config()
     fixed = re.findall(r"ipv4_address: ([0-9.]+)", config)
     assert len(fixed) == 2, fixed
     assert all(address.startswith("172.28.255.") for address in fixed), fixed

@@ -30,20 +30,6 @@ def shop() -> Iterator[ServeProcess]:
         yield process
 
 
-@pytest.fixture
-def context(chromium: Any) -> Iterator[Any]:
-    ctx = chromium.new_context(viewport={"width": 760, "height": 900})
-    try:
-        yield ctx
-    finally:
-        ctx.close()
-
-
-@pytest.fixture
-def host(context: Any, shop: ServeProcess) -> Host:
-    return Host(context.new_page(), shop)
-
-
 def search(shop: ServeProcess, **arguments: Any) -> dict[str, Any]:
     return call_tool(shop, "search_products", arguments)
 

@@ -37,20 +37,6 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
         yield process
 
 
-@pytest.fixture
-def context(chromium: Any) -> Iterator[Any]:
-    ctx = chromium.new_context(viewport={"width": 760, "height": 900})
-    try:
-        yield ctx
-    finally:
-        ctx.close()
-
-
-@pytest.fixture
-def host(context: Any, shop: ServeProcess) -> Host:
-    return Host(context.new_page(), shop)
-
-
 def product_of(shop: ServeProcess, store: str, index: int = 0) -> str:
     products = structured(call_tool(shop, "search_products", {"store": store}))["products"]
     return str(products[index]["id"])
